@@ -1,0 +1,204 @@
+"""The ``chat-ai`` command: ask a chat model from the shell, or serve Emacs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import IO, Any
+
+from chat_ai_helper import __version__
+from chat_ai_helper.errors import ChatAIError, ConfigError
+
+DEFAULT_MODEL = "gpt-4o-mini"
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``chat-ai`` command."""
+    parser = argparse.ArgumentParser(
+        prog="chat-ai",
+        description="Ask an OpenAI-compatible chat model; the reply streams to "
+        "stdout. The prompt is the arguments, or standard input.",
+    )
+    parser.add_argument("prompt", nargs="*", help="the user message")
+    parser.add_argument(
+        "-m",
+        "--model",
+        help=f"model name (default: $CHAT_AI_MODEL or {DEFAULT_MODEL})",
+    )
+    parser.add_argument("-s", "--system", help="a system message")
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--max-tokens", type=int)
+    parser.add_argument(
+        "--base-url",
+        help="API base URL (default: $OPENAI_BASE_URL or https://api.openai.com/v1)",
+    )
+    parser.add_argument(
+        "--no-stream", action="store_true", help="wait for the whole reply"
+    )
+    parser.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any request field; VALUE is read as JSON when it parses "
+        "(-o n=2 -o stop='[\"###\"]')",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="read a whole request object on stdin, as Emacs sends it",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the request that would be sent, key redacted; send nothing",
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="answer JSON-line requests on stdin with JSON-line events (for Emacs)",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    return parser
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"-o takes KEY=VALUE, not {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
+def build_envelope(args: argparse.Namespace, stdin: IO[bytes]) -> dict[str, Any]:
+    """Return the request object described by ARGS, reading STDIN as needed."""
+    if args.json:
+        try:
+            envelope = json.loads(stdin.read().decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ConfigError(
+                f"--json: standard input is not a JSON object: {error}"
+            ) from None
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("body"), dict):
+            raise ConfigError('--json: expected an object with a "body" object')
+    else:
+        if args.prompt:
+            prompt = " ".join(args.prompt)
+        elif not sys.stdin.isatty():
+            prompt = stdin.read().decode("utf-8", errors="replace")
+        else:
+            raise ConfigError("no prompt: give it as arguments or on standard input")
+        if not prompt.strip():
+            raise ConfigError("the prompt is empty")
+        messages = [{"role": "user", "content": prompt}]
+        if args.system:
+            messages.insert(0, {"role": "system", "content": args.system})
+        envelope = {
+            "body": {
+                "model": os.environ.get("CHAT_AI_MODEL") or DEFAULT_MODEL,
+                "messages": messages,
+                "stream": True,
+            }
+        }
+    body = envelope["body"]
+    for key, value in (
+        ("model", args.model),
+        ("temperature", args.temperature),
+        ("max_tokens", args.max_tokens),
+    ):
+        if value is not None:
+            body[key] = value
+    if args.no_stream:
+        body["stream"] = False
+    for option in args.option:
+        key, value = _option(option)
+        body[key] = value
+    if args.base_url:
+        envelope["base_url"] = args.base_url
+    return envelope
+
+
+def _print_reply(envelope: dict[str, Any], out: IO[str], err: IO[str]) -> None:
+    from chat_ai_helper.client import Client, Delta
+    from chat_ai_helper.request import parse_request
+
+    request = parse_request(envelope)
+    client = Client()
+    others: dict[int, str] = {}
+    ended_with_newline = True
+    try:
+        for event in client.complete(request):
+            if isinstance(event, Delta):
+                if event.choice == 0:
+                    out.write(event.text)
+                    out.flush()
+                    ended_with_newline = event.text.endswith("\n")
+                else:
+                    others[event.choice] = others.get(event.choice, "") + event.text
+            else:
+                for index in sorted(others):
+                    out.write(f"\n\n[choice {index + 1}]\n{others[index]}")
+                    ended_with_newline = others[index].endswith("\n")
+                if not ended_with_newline:
+                    out.write("\n")
+                out.flush()
+                for index, reason in enumerate(event.finish_reasons):
+                    if reason in ("length", "content_filter"):
+                        err.write(f"chat-ai: choice {index + 1} stopped: {reason}\n")
+    except ChatAIError:
+        if not ended_with_newline:
+            out.write("\n")
+            out.flush()
+        raise
+    finally:
+        client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``chat-ai`` command with ARGV and return its exit status."""
+    args = build_parser().parse_args(argv)
+    with (
+        open(sys.stdout.fileno(), "w", encoding="utf-8", closefd=False) as out,
+        open(sys.stderr.fileno(), "w", encoding="utf-8", closefd=False) as err,
+    ):
+        try:
+            return _run(args, out, err)
+        except ConfigError as error:
+            err.write(f"chat-ai: {error}\n")
+            return EXIT_USAGE
+        except ChatAIError as error:
+            err.write(f"chat-ai: {error}\n")
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:
+            # Nothing more can reach a closed pipe; don't let closing it fail too.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+
+
+def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    stdin = sys.stdin.buffer
+    if args.serve:
+        from chat_ai_helper.protocol import serve
+
+        serve(stdin, sys.stdout.buffer)
+        return 0
+    envelope = build_envelope(args, stdin)
+    if args.dry_run:
+        from chat_ai_helper.request import parse_request
+
+        preview = parse_request(envelope, require_key=False).preview()
+        out.write(json.dumps(preview, ensure_ascii=False, indent=2) + "\n")
+        return 0
+    _print_reply(envelope, out, err)
+    return 0

@@ -1,0 +1,240 @@
+"""The HTTP side: send a chat request and turn the reply into events."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from chat_ai_helper import __version__
+from chat_ai_helper.errors import APIError, NetworkError, StreamError, redact
+from chat_ai_helper.request import CONNECT_TIMEOUT, ChatRequest
+from chat_ai_helper.sse import iter_sse_data
+
+USER_AGENT = f"ob-chat-ai/{__version__}"
+SSE_STARTS = (b"data:", b":", b"event:", b"id:", b"retry:")
+
+
+@dataclass
+class Delta:
+    """A piece of reply text for one choice."""
+
+    text: str
+    choice: int = 0
+
+
+@dataclass
+class Done:
+    """The end of a reply: why each choice stopped, and the tokens used."""
+
+    finish_reasons: list[str | None] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    model: str | None = None
+
+
+Event = Delta | Done
+
+
+class Client:
+    """Send chat requests, keeping one HTTP session per base URL."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, requests.Session] = {}
+
+    def _session(self, base_url: str) -> requests.Session:
+        session = self._sessions.get(base_url)
+        if session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = USER_AGENT
+            self._sessions[base_url] = session
+        return session
+
+    def close(self) -> None:
+        """Close every open connection."""
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
+
+    def complete(self, request: ChatRequest) -> Iterator[Event]:
+        """Send REQUEST and yield the reply as `Delta`s and a final `Done`."""
+        try:
+            yield from self._complete(request)
+        except requests.RequestException as error:
+            raise _network_error(error, request) from None
+
+    def _complete(self, request: ChatRequest) -> Iterator[Event]:
+        response = self._session(request.base_url).post(
+            request.url,
+            data=json.dumps(request.body, ensure_ascii=False).encode("utf-8"),
+            headers=request.http_headers(),
+            timeout=(min(CONNECT_TIMEOUT, request.timeout), request.timeout),
+            stream=request.stream,
+        )
+        with response:
+            if response.status_code >= 400:
+                raise _api_error(response, request.api_key)
+            if not request.stream:
+                yield from _read_completion(response, response.content, request.api_key)
+                return
+            chunks = response.iter_content(chunk_size=None)
+            first = next(chunks, b"")
+            if first.lstrip().startswith(SSE_STARTS):
+                yield from _read_stream(itertools.chain([first], chunks), request)
+            else:
+                body = first + b"".join(chunks)
+                yield from _read_completion(response, body, request.api_key)
+
+
+def _read_completion(
+    response: requests.Response, content: bytes, secret: str | None
+) -> Iterator[Event]:
+    payload = _json_body(response, content, secret)
+    if isinstance(payload, dict) and "error" in payload:
+        raise _error_from_payload(payload, response.status_code, secret)
+    choices = payload.get("choices") if isinstance(payload, dict) else None
+    if not isinstance(choices, list):
+        raise APIError("the reply has no choices", status=response.status_code)
+    reasons: list[str | None] = []
+    for position, choice in enumerate(choices):
+        message = choice.get("message") or {}
+        text = message.get("content") or message.get("refusal") or ""
+        yield Delta(text, choice.get("index", position))
+        reasons.append(choice.get("finish_reason"))
+    yield Done(reasons, payload.get("usage"), payload.get("model"))
+
+
+def _read_stream(chunks: Iterator[bytes], request: ChatRequest) -> Iterator[Event]:
+    secret = request.api_key
+    reasons: dict[int, str | None] = {}
+    usage: dict[str, Any] | None = None
+    model: str | None = None
+    try:
+        for data in iter_sse_data(chunks):
+            if data.strip() == "[DONE]":
+                break
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                raise StreamError(
+                    f"the stream held something that is not JSON: {_snippet(data)}"
+                ) from None
+            if not isinstance(chunk, dict):
+                raise StreamError(f"the stream held a non-object: {_snippet(data)}")
+            if "error" in chunk:
+                raise _error_from_payload(chunk, None, secret)
+            for choice in chunk.get("choices") or []:
+                index = choice.get("index", 0)
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    yield Delta(text, index)
+                reasons.setdefault(index, None)
+                if choice.get("finish_reason"):
+                    reasons[index] = choice["finish_reason"]
+            usage = chunk.get("usage") or usage
+            model = chunk.get("model") or model
+        else:
+            raise StreamError("the stream ended before [DONE]; the reply is incomplete")
+    except requests.exceptions.ChunkedEncodingError:
+        raise StreamError(
+            "the connection closed mid-stream; the reply is incomplete"
+        ) from None
+    yield Done([reasons[index] for index in sorted(reasons)], usage, model)
+
+
+def _json_body(response: requests.Response, content: bytes, secret: str | None) -> Any:
+    try:
+        return json.loads(content)
+    except ValueError:
+        content_type = response.headers.get("Content-Type") or "no content type"
+        text = content.decode("utf-8", errors="replace")
+        raise APIError(
+            f"the server answered with {content_type}, not JSON: "
+            f"{redact(_snippet(text), secret)}",
+            status=response.status_code,
+        ) from None
+
+
+def _api_error(response: requests.Response, secret: str | None) -> APIError:
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict):
+        return _error_from_payload(
+            payload,
+            response.status_code,
+            secret,
+            response.headers.get("x-request-id"),
+        )
+    return APIError(
+        redact(_snippet(response.text) or response.reason or "no details", secret),
+        status=response.status_code,
+        request_id=response.headers.get("x-request-id"),
+    )
+
+
+def _error_from_payload(
+    payload: dict[str, Any],
+    status: int | None,
+    secret: str | None,
+    request_id: str | None = None,
+) -> APIError:
+    error = payload.get("error", payload)
+    if not isinstance(error, dict):
+        error = {"message": str(error)}
+    message = error.get("message") or payload.get("detail") or json.dumps(payload)
+
+    def label(key: str) -> str | None:
+        value = error.get(key)
+        return None if value is None else redact(str(value), secret)
+
+    return APIError(
+        redact(str(message), secret),
+        status=status,
+        type=label("type"),
+        code=label("code"),
+        param=label("param"),
+        request_id=request_id,
+    )
+
+
+def _network_error(
+    error: requests.RequestException, request: ChatRequest
+) -> NetworkError:
+    where = urlsplit(request.url)
+    host = where.hostname or request.url
+    if where.port:
+        host = f"{host}:{where.port}"
+    text = str(error)
+    if isinstance(error, requests.exceptions.SSLError):
+        message = f"TLS failure talking to {host}: {_reason(text)}"
+    elif isinstance(error, requests.exceptions.ConnectTimeout):
+        message = f"connecting to {host} timed out"
+    elif isinstance(error, requests.exceptions.ReadTimeout) or "Read timed out" in text:
+        message = f"{host} stopped answering for {request.timeout:g} seconds"
+    elif "NameResolution" in text or "Name or service not known" in text:
+        message = f"cannot resolve the host name {where.hostname}"
+    elif "Connection refused" in text:
+        message = f"connection to {host} refused; is the server running?"
+    else:
+        message = f"cannot reach {host}: {_reason(text)}"
+    return NetworkError(redact(message, request.api_key))
+
+
+def _reason(text: str) -> str:
+    match = re.search(r"\(([^()]*)\)+\s*$", text)
+    return _snippet(match.group(1) if match else text)
+
+
+def _snippet(text: str, limit: int = 200) -> str:
+    title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    if title:
+        text = title.group(1)
+    text = " ".join(re.sub(r"<[^>]+>", " ", text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,102 @@
+"""The one exception hierarchy of the helper; each error reads as one line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ChatAIError(Exception):
+    """Something went wrong that the user should be told about in one line."""
+
+    kind = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return " ".join(self.message.split())
+
+    def to_event(self) -> dict[str, Any]:
+        """Return the protocol fields describing this error."""
+        return {"kind": self.kind, "message": str(self)}
+
+
+class ConfigError(ChatAIError):
+    """The request or the options are wrong; nothing was sent."""
+
+    kind = "invalid"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+    def to_event(self) -> dict[str, Any]:
+        """Return the protocol fields describing this error, with the parameter."""
+        return {**super().to_event(), "param": self.param}
+
+
+class APIError(ChatAIError):
+    """The server answered with an error status or an unusable body."""
+
+    kind = "api"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.code = code
+        self.param = param
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        labels = [f"HTTP {self.status}" if self.status else "API error"]
+        labels += [label for label in (self.type, self.code) if label]
+        if self.param:
+            labels.append(f"param {self.param}")
+        return f"{' '.join(labels)}: {super().__str__()}"
+
+    def to_event(self) -> dict[str, Any]:
+        """Return the protocol fields describing this error, with the HTTP details."""
+        return {
+            **super().to_event(),
+            "status": self.status,
+            "type": self.type,
+            "code": self.code,
+            "param": self.param,
+            "request_id": self.request_id,
+        }
+
+
+class NetworkError(ChatAIError):
+    """The server could not be reached, or stopped answering."""
+
+    kind = "network"
+
+
+class StreamError(ChatAIError):
+    """The reply stream broke off or held something that is not a chunk."""
+
+    kind = "stream"
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Return TEXT with every occurrence of SECRET, or a long part of it, masked."""
+    if not secret:
+        return text
+    text = text.replace(secret, "***")
+    # Servers echo keys partly ("sk-abc...wxyz"); mask any 8-character run of it.
+    for start in range(len(secret) - 7):
+        piece = secret[start : start + 8]
+        if piece in text:
+            text = text.replace(piece, "***")
+    return text

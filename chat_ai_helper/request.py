@@ -1,0 +1,293 @@
+"""The request the helper receives: where to send it, and the checked body."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from chat_ai_helper.errors import ConfigError
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_TIMEOUT = 600.0
+CONNECT_TIMEOUT = 10.0
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+Checker = Callable[[str, Any], Any]
+
+
+def _number(low: float, high: float) -> Checker:
+    def check(name: str, value: Any) -> Any:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not low <= value <= high
+        ):
+            raise ConfigError(
+                f"{name} must be a number from {low:g} to {high:g}, not {value!r}",
+                name,
+            )
+        return value
+
+    return check
+
+
+def _integer(low: int, high: int | None = None) -> Checker:
+    def check(name: str, value: Any) -> Any:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < low
+            or (high is not None and value > high)
+        ):
+            bound = f"from {low} to {high}" if high is not None else f"of {low} or more"
+            raise ConfigError(
+                f"{name} must be a whole number {bound}, not {value!r}", name
+            )
+        return value
+
+    return check
+
+
+def _boolean(name: str, value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, not {value!r}", name)
+    return value
+
+
+def _string(name: str, value: Any) -> Any:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name} must be a non-empty string, not {value!r}", name)
+    return value
+
+
+def _stop(name: str, value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if (
+        isinstance(value, list)
+        and 1 <= len(value) <= 4
+        and all(isinstance(item, str) for item in value)
+    ):
+        return value
+    raise ConfigError(
+        f"{name} must be a string or a list of up to 4 strings, not {value!r}", name
+    )
+
+
+def _object(name: str, value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a JSON object, not {value!r}", name)
+    return value
+
+
+def _logit_bias(name: str, value: Any) -> Any:
+    _object(name, value)
+    for token, bias in value.items():
+        if not token.isdigit():
+            raise ConfigError(f"{name} keys must be token ids, not {token!r}", name)
+        if isinstance(bias, bool) or not isinstance(bias, int | float):
+            raise ConfigError(f"{name}[{token}] must be a number, not {bias!r}", name)
+        if not -100 <= bias <= 100:
+            raise ConfigError(
+                f"{name}[{token}] must be from -100 to 100, not {bias!r}", name
+            )
+    return value
+
+
+def _metadata(name: str, value: Any) -> Any:
+    _object(name, value)
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise ConfigError(f"{name}[{key}] must be a string, not {item!r}", name)
+    return value
+
+
+def _response_format(name: str, value: Any) -> Any:
+    if value == "json":
+        value = "json_object"
+    if isinstance(value, str):
+        value = {"type": value}
+    _object(name, value)
+    if value.get("type") not in ("text", "json_object", "json_schema"):
+        raise ConfigError(
+            f"{name} type must be text, json_object or json_schema, not "
+            f"{value.get('type')!r}",
+            name,
+        )
+    return value
+
+
+def _messages(name: str, value: Any) -> Any:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{name} must be a non-empty list of messages", name)
+    for index, message in enumerate(value):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise ConfigError(
+                f"{name}[{index}] must have a role among {', '.join(ROLES)}", name
+            )
+        content = message.get("content")
+        if not isinstance(content, str | list) and not (
+            content is None and message["role"] == "assistant"
+        ):
+            raise ConfigError(f"{name}[{index}] content must be a string", name)
+    return value
+
+
+FIELDS: dict[str, Checker] = {
+    "model": _string,
+    "messages": _messages,
+    "temperature": _number(0, 2),
+    "top_p": _number(0, 1),
+    "n": _integer(1, 128),
+    "stream": _boolean,
+    "stop": _stop,
+    "max_tokens": _integer(1),
+    "max_completion_tokens": _integer(1),
+    "presence_penalty": _number(-2, 2),
+    "frequency_penalty": _number(-2, 2),
+    "logit_bias": _logit_bias,
+    "user": _string,
+    "seed": _integer(-(2**63)),
+    "response_format": _response_format,
+    "reasoning_effort": _string,
+    "store": _boolean,
+    "metadata": _metadata,
+    "stream_options": _object,
+}
+
+
+def check_body(body: Any) -> dict[str, Any]:
+    """Return a copy of BODY with every known field checked and normalised.
+
+    Fields this module does not know are passed through untouched, so that
+    new API parameters keep working; ``None`` values are dropped.
+    """
+    if not isinstance(body, dict):
+        raise ConfigError("the request body must be a JSON object")
+    checked: dict[str, Any] = {}
+    for name, value in body.items():
+        if value is None:
+            continue
+        check = FIELDS.get(name)
+        checked[name] = check(name, value) if check else value
+    for required in ("model", "messages"):
+        if required not in checked:
+            raise ConfigError(f"{required} is required", required)
+    return checked
+
+
+@dataclass
+class ChatRequest:
+    """One chat completion to make: the body and where and how to send it."""
+
+    body: dict[str, Any]
+    base_url: str = DEFAULT_BASE_URL
+    api_key: str | None = field(default=None, repr=False)
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout: float = DEFAULT_TIMEOUT
+    id: str | None = None
+
+    @property
+    def url(self) -> str:
+        """Return the chat-completions address for this request."""
+        return self.base_url.rstrip("/") + "/chat/completions"
+
+    @property
+    def stream(self) -> bool:
+        """Return whether the reply is to be streamed."""
+        return bool(self.body.get("stream"))
+
+    def http_headers(self, *, redacted: bool = False) -> dict[str, str]:
+        """Return the HTTP headers to send, the key masked when REDACTED."""
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if self.stream else "application/json",
+        }
+        if self.api_key:
+            key = "***" if redacted else self.api_key
+            headers["Authorization"] = f"Bearer {key}"
+        headers.update(self.headers)
+        return headers
+
+    def preview(self) -> dict[str, Any]:
+        """Return what would be sent, as one JSON-ready object, key redacted."""
+        return {
+            "method": "POST",
+            "url": self.url,
+            "headers": self.http_headers(redacted=True),
+            "body": self.body,
+        }
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def parse_request(
+    envelope: Any,
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_key: bool = True,
+) -> ChatRequest:
+    """Check ENVELOPE, a request object as Emacs sends it, and return it parsed.
+
+    The envelope holds ``body`` (the chat-completions request) and optionally
+    ``id``, ``base_url``, ``api_key``, ``headers`` and ``timeout``.  A missing
+    base URL or key is taken from ENVIRON (``OPENAI_BASE_URL``,
+    ``OPENAI_API_KEY``); a key is optional for a server on loopback, and
+    when REQUIRE_KEY is false.
+    """
+    environ = os.environ if environ is None else environ
+    if not isinstance(envelope, dict):
+        raise ConfigError("the request must be a JSON object")
+    request_id = envelope.get("id")
+    if request_id is not None and not isinstance(request_id, str | int):
+        raise ConfigError("id must be a string or a number", "id")
+    base_url = (
+        envelope.get("base_url") or environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    )
+    if not isinstance(base_url, str) or urlsplit(base_url).scheme not in (
+        "http",
+        "https",
+    ):
+        raise ConfigError(
+            f"base_url must be an http:// or https:// address, not {base_url!r}",
+            "base_url",
+        )
+    api_key = envelope.get("api_key") or environ.get("OPENAI_API_KEY") or None
+    if api_key is not None and (not isinstance(api_key, str) or "\n" in api_key):
+        raise ConfigError("api_key must be a one-line string", "api_key")
+    if api_key is None and require_key and not _is_loopback(base_url):
+        raise ConfigError(
+            f"no API key for {urlsplit(base_url).hostname}: set OPENAI_API_KEY",
+            "api_key",
+        )
+    headers = envelope.get("headers") or {}
+    if not isinstance(headers, dict) or not all(
+        isinstance(value, str) for value in headers.values()
+    ):
+        raise ConfigError("headers must map names to strings", "headers")
+    timeout = envelope.get("timeout", DEFAULT_TIMEOUT)
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or timeout <= 0
+    ):
+        raise ConfigError(
+            f"timeout must be a positive number of seconds, not {timeout!r}", "timeout"
+        )
+    return ChatRequest(
+        body=check_body(envelope.get("body")),
+        base_url=base_url,
+        api_key=api_key,
+        headers=headers,
+        timeout=float(timeout),
+        id=None if request_id is None else str(request_id),
+    )

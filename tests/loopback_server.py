@@ -1,0 +1,243 @@
+"""An OpenAI-compatible chat server on 127.0.0.1 for tests and benchmarks.
+
+It answers ``POST /v1/chat/completions`` (any prefix before
+``/chat/completions`` works) and records every request it receives.  What
+it answers is chosen by the request's model name:
+
+- any ordinary name: the reply is the last user message, echoed exactly;
+  streamed in small deltas when ``stream`` is true, each event's bytes
+  split in two HTTP chunks (so multi-byte characters arrive split);
+- ``error-STATUS`` or ``error-STATUS-CODE``: an OpenAI error object with
+  that status (and code); its message quotes the Authorization header, as
+  some servers do, so tests can prove the key is masked;
+- ``html``: status 200 with an HTML page instead of JSON;
+- ``cut``: streams a little, then drops the connection mid-chunk;
+- ``no-done``: streams the reply but never sends ``data: [DONE]``;
+- ``stream-error``: streams a little, then an error object in the stream;
+- ``slow``: waits ``CHAT_AI_TEST_DELAY`` seconds (default 0.05) per delta;
+- ``long-N``: replies with N numbered words, one delta each.
+
+Run as a script, it prints ``{"port": N}`` and then one JSON line per
+request received, so a test in another process (Emacs) can check them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    """The HTTP server, keeping what it received in ``received``."""
+
+    daemon_threads = True
+
+    def __init__(self, port: int = 0, echo: bool = False) -> None:
+        super().__init__(("127.0.0.1", port), Handler)
+        self.received: list[dict[str, Any]] = []
+        self.echo = echo
+        self.lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        """Return the base URL clients should use."""
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Remember ENTRY, and print it when echoing."""
+        with self.lock:
+            self.received.append(entry)
+            if self.echo:
+                sys.stdout.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Answer chat-completion requests according to the model name."""
+
+    protocol_version = "HTTP/1.1"
+    server: LoopbackServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+    def do_POST(self) -> None:
+        """Answer one POST."""
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        url = urlsplit(self.path)
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        self.server.record(
+            {
+                "path": url.path,
+                "query": url.query,
+                "headers": dict(self.headers.items()),
+                "body": body,
+            }
+        )
+        if not url.path.endswith("/chat/completions"):
+            self.send_json(404, error_object("no such path", "invalid_request_error"))
+        elif not isinstance(body, dict):
+            self.send_json(
+                400,
+                error_object(
+                    "We could not parse the JSON body of your request.",
+                    "invalid_request_error",
+                ),
+            )
+        else:
+            self.answer(body)
+
+    def answer(self, body: dict[str, Any]) -> None:
+        """Answer a well-formed request BODY."""
+        model = str(body.get("model", ""))
+        if model.startswith("error-"):
+            status, _, code = model[len("error-") :].partition("-")
+            auth = self.headers.get("Authorization", "no key")
+            message = f"Scenario error {status}; you sent {auth}."
+            self.send_json(
+                int(status), error_object(message, "scenario_error", code or None)
+            )
+            return
+        if model == "html":
+            page = b"<html><head><title>502 Bad Gateway</title></head></html>"
+            self.send_bytes(200, "text/html", page)
+            return
+        reply = reply_for(body)
+        count = body.get("n", 1)
+        texts = [reply if i == 0 else f"{reply} #{i + 1}" for i in range(count)]
+        usage = {
+            "prompt_tokens": sum(len(str(m.get("content"))) for m in body["messages"]),
+            "completion_tokens": sum(len(text) for text in texts),
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if body.get("stream"):
+            self.stream(body, model, texts, usage)
+            return
+        self.send_json(
+            200,
+            {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "model": model,
+                "choices": [
+                    {
+                        "index": i,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                    for i, text in enumerate(texts)
+                ],
+                "usage": usage,
+            },
+        )
+
+    def stream(
+        self, body: dict[str, Any], model: str, texts: list[str], usage: dict[str, int]
+    ) -> None:
+        """Stream TEXTS as chat-completion chunks."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        delay = float(os.environ.get("CHAT_AI_TEST_DELAY", "0.05"))
+        pieces = [
+            (i, piece)
+            for i, text in enumerate(texts)
+            for piece in split_reply(model, text)
+        ]
+        if model in ("cut", "stream-error"):
+            pieces = pieces[:2]
+        for i, piece in pieces:
+            self.send_event({"model": model, "choices": [chunk(i, {"content": piece})]})
+            if model == "slow":
+                time.sleep(delay)
+        if model == "cut":
+            self.wfile.write(b'40\r\ndata: {"choi')
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        if model == "stream-error":
+            self.send_event(
+                error_object("Scenario error in the stream", "server_error")
+            )
+        else:
+            finals = [chunk(i, {}, "stop") for i in range(len(texts))]
+            self.send_event({"model": model, "choices": finals})
+            if (body.get("stream_options") or {}).get("include_usage"):
+                self.send_event({"model": model, "choices": [], "usage": usage})
+            if model != "no-done":
+                self.send_chunk(b"data: [DONE]\n\n")
+        self.send_chunk(b"")
+
+    def send_event(self, payload: dict[str, Any]) -> None:
+        """Send PAYLOAD as one SSE event, its bytes split across two chunks."""
+        data = f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+        middle = len(data) // 2 + 1
+        self.send_chunk(data[:middle])
+        self.send_chunk(data[middle:])
+
+    def send_chunk(self, data: bytes) -> None:
+        """Send DATA as one HTTP chunk; empty DATA ends the body."""
+        self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def send_json(self, status: int, payload: dict[str, Any]) -> None:
+        """Send PAYLOAD as a JSON response with STATUS."""
+        self.send_bytes(status, "application/json", json.dumps(payload).encode())
+
+    def send_bytes(self, status: int, content_type: str, data: bytes) -> None:
+        """Send DATA as a whole response."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def chunk(
+    index: int, delta: dict[str, Any], finish: str | None = None
+) -> dict[str, Any]:
+    """Return one streamed choice."""
+    return {"index": index, "delta": delta, "finish_reason": finish}
+
+
+def error_object(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
+    """Return an OpenAI-style error object."""
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def reply_for(body: dict[str, Any]) -> str:
+    """Return the reply text for BODY."""
+    model = str(body.get("model", ""))
+    if model.startswith("long-"):
+        return "".join(f"word{i} " for i in range(int(model[len("long-") :])))
+    users = [m for m in body["messages"] if m.get("role") == "user"]
+    return str(users[-1]["content"]) if users else ""
+
+
+def split_reply(model: str, text: str) -> list[str]:
+    """Return TEXT cut into the deltas the server streams."""
+    if model.startswith("long-"):
+        return [f"{word} " for word in text.split()]
+    return [text[i : i + 3] for i in range(0, len(text), 3)] or [""]
+
+
+def main() -> None:
+    """Serve until killed, printing the port and each request as JSON lines."""
+    server = LoopbackServer(echo=True)
+    sys.stdout.write(json.dumps({"port": server.server_address[1]}) + "\n")
+    sys.stdout.flush()
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""The ``chat-ai`` command as a shell user runs it: flags, output, exit codes."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import TEST_KEY, run_cli
+from loopback_server import LoopbackServer
+
+
+def test_prompt_argument_streams_the_reply(server: LoopbackServer) -> None:
+    result = run_cli("--base-url", server.base_url, "Server-Sent Eventについて教えて")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode("utf-8") == "Server-Sent Eventについて教えて\n"
+    body = server.received[0]["body"]
+    assert body["stream"] is True
+    assert body["model"] == "gpt-4o-mini"
+
+
+def test_prompt_from_stdin_and_flags(server: LoopbackServer) -> None:
+    result = run_cli(
+        "--base-url",
+        server.base_url,
+        "-m",
+        "mini",
+        "-s",
+        "You are terse.",
+        "--temperature",
+        "0.5",
+        "--max-tokens",
+        "9",
+        "--no-stream",
+        input='multi\nline "quoted"\n',
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == 'multi\nline "quoted"\n'
+    body = server.received[0]["body"]
+    assert body["model"] == "mini"
+    assert body["messages"] == [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": 'multi\nline "quoted"\n'},
+    ]
+    assert (body["temperature"], body["max_tokens"], body["stream"]) == (0.5, 9, False)
+
+
+def test_options_are_read_as_json_when_they_parse(server: LoopbackServer) -> None:
+    result = run_cli(
+        "--base-url",
+        server.base_url,
+        "-o",
+        "n=2",
+        "-o",
+        'stop=["###"]',
+        "-o",
+        "user=alice",
+        "-o",
+        "seed=7",
+        "hi",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == "hi\n\n[choice 2]\nhi #2\n"
+    body = server.received[0]["body"]
+    assert (body["n"], body["stop"], body["user"], body["seed"]) == (
+        2,
+        ["###"],
+        "alice",
+        7,
+    )
+
+
+def test_json_mode_reads_the_emacs_request(server: LoopbackServer) -> None:
+    request = {
+        "base_url": server.base_url,
+        "body": {"model": "m", "messages": [{"role": "user", "content": "é"}]},
+    }
+    result = run_cli("--json", input=json.dumps(request))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == "é\n"
+
+
+def test_dry_run_prints_the_request_with_the_key_redacted(
+    server: LoopbackServer,
+) -> None:
+    result = run_cli(
+        "--dry-run",
+        "--base-url",
+        server.base_url,
+        "-o",
+        "temperature=0.1",
+        "日本語",
+        env={"OPENAI_API_KEY": TEST_KEY},
+    )
+    assert result.returncode == 0, result.stderr
+    preview = json.loads(result.stdout)
+    assert preview["url"] == server.base_url + "/chat/completions"
+    assert preview["headers"]["Authorization"] == "Bearer ***"
+    assert preview["body"]["messages"][0]["content"] == "日本語"
+    assert preview["body"]["temperature"] == 0.1
+    assert TEST_KEY not in result.stdout.decode()
+    assert server.received == []
+
+
+def test_utf8_output_whatever_the_locale(server: LoopbackServer) -> None:
+    result = run_cli(
+        "--base-url",
+        server.base_url,
+        "絵文字🎉",
+        env={"LANG": "C", "LC_ALL": "C", "PYTHONIOENCODING": "ascii"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode("utf-8") == "絵文字🎉\n"
+
+
+def test_api_error_exits_1_with_one_line_and_no_key(server: LoopbackServer) -> None:
+    result = run_cli(
+        "--base-url",
+        server.base_url,
+        "-m",
+        "error-401-invalid_api_key",
+        "hi",
+        env={"OPENAI_API_KEY": TEST_KEY},
+    )
+    assert result.returncode == 1
+    stderr = result.stderr.decode()
+    assert stderr.count("\n") == 1
+    assert stderr.startswith("chat-ai: HTTP 401 scenario_error invalid_api_key:")
+    assert TEST_KEY not in stderr + result.stdout.decode()
+
+
+def test_cut_stream_keeps_text_and_exits_1(server: LoopbackServer) -> None:
+    result = run_cli("--base-url", server.base_url, "-m", "cut", "abcdefghij")
+    assert result.returncode == 1
+    assert result.stdout.decode() == "abcdef\n"
+    assert "incomplete" in result.stderr.decode()
+
+
+def test_bad_option_value_is_a_usage_error(server: LoopbackServer) -> None:
+    result = run_cli("--base-url", server.base_url, "-o", "n=0", "hi")
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        "chat-ai: n must be a whole number from 1 to 128, not 0\n"
+    )
+    assert server.received == []
+
+
+def test_missing_key_for_a_remote_server_is_a_usage_error() -> None:
+    result = run_cli("--base-url", "https://api.openai.com/v1", "hi")
+    assert result.returncode == 2
+    assert "no API key for api.openai.com" in result.stderr.decode()
+
+
+def test_no_prompt_is_a_usage_error() -> None:
+    result = run_cli("--base-url", "http://127.0.0.1:9/v1", input="  \n")
+    assert result.returncode == 2
+    assert result.stderr.decode() == "chat-ai: the prompt is empty\n"
+
+
+def test_unknown_flag_is_a_usage_error() -> None:
+    assert run_cli("--frobnicate").returncode == 2
+
+
+def test_connection_refused_exits_1() -> None:
+    result = run_cli("--base-url", "http://127.0.0.1:9/v1", "hi")
+    assert result.returncode == 1
+    assert "refused" in result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()

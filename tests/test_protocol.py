@@ -1,0 +1,87 @@
+"""The helper's JSON-lines protocol, driven through a real ``--serve`` process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+from conftest import TEST_KEY
+from loopback_server import LoopbackServer
+
+
+def serve(*requests: dict[str, Any] | str) -> list[dict[str, Any]]:
+    lines = [r if isinstance(r, str) else json.dumps(r) for r in requests]
+    result = subprocess.run(
+        [sys.executable, "-m", "chat_ai_helper", "--serve"],
+        input=("\n".join(lines) + "\n").encode(),
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    return [json.loads(line) for line in result.stdout.decode("utf-8").splitlines()]
+
+
+def envelope(server: LoopbackServer, request_id: str, **body: Any) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "base_url": server.base_url,
+        "api_key": TEST_KEY,
+        "body": {
+            "model": "m",
+            "messages": [{"role": "user", "content": "é🎉"}],
+            **body,
+        },
+    }
+
+
+def test_events_carry_the_request_id_and_end_with_done(server: LoopbackServer) -> None:
+    events = serve(envelope(server, "a", stream=True), envelope(server, "b"))
+    assert {e["id"] for e in events} == {"a", "b"}
+    for request_id in ("a", "b"):
+        mine = [e for e in events if e["id"] == request_id]
+        assert [e["type"] for e in mine[:-1]] == ["delta"] * (len(mine) - 1)
+        assert "".join(e["text"] for e in mine[:-1]) == "é🎉"
+        assert mine[-1]["type"] == "done"
+        assert mine[-1]["finish_reasons"] == ["stop"]
+
+
+def test_done_carries_usage_and_model(server: LoopbackServer) -> None:
+    done = serve(envelope(server, "u"))[-1]
+    assert done["usage"]["total_tokens"] == 4
+    assert done["model"] == "m"
+
+
+def test_invalid_request_is_an_error_event_naming_the_field(
+    server: LoopbackServer,
+) -> None:
+    (event,) = serve(envelope(server, "bad", temperature="hot"))
+    assert event["type"] == "error"
+    assert event["kind"] == "invalid"
+    assert event["param"] == "temperature"
+    assert event["id"] == "bad"
+    assert server.received == []
+
+
+def test_api_error_is_an_error_event_without_the_key(server: LoopbackServer) -> None:
+    (event,) = serve(envelope(server, "e", model="error-401-invalid_api_key"))
+    assert event["kind"] == "api"
+    assert event["status"] == 401
+    assert event["code"] == "invalid_api_key"
+    assert TEST_KEY not in json.dumps(event)
+
+
+def test_a_line_that_is_not_json_does_not_stop_the_helper(
+    server: LoopbackServer,
+) -> None:
+    events = serve("{not json", envelope(server, "ok"))
+    assert events[0]["type"] == "error" and events[0]["id"] is None
+    assert events[-1] == {**events[-1], "id": "ok", "type": "done"}
+
+
+def test_partial_stream_then_error_keeps_the_deltas(server: LoopbackServer) -> None:
+    events = serve(envelope(server, "c", model="cut", stream=True))
+    assert [e["type"] for e in events] == ["delta", "error"]
+    assert events[0]["text"] == "é🎉"
+    assert events[-1]["kind"] == "stream"
