@@ -70,7 +70,7 @@ class APIError(ChatAIError):
         return {
             **super().to_event(),
             "status": self.status,
-            "type": self.type,
+            "error_type": self.type,
             "code": self.code,
             "param": self.param,
             "request_id": self.request_id,

@@ -66,7 +66,9 @@ def test_invalid_request_is_an_error_event_naming_the_field(
 
 def test_api_error_is_an_error_event_without_the_key(server: LoopbackServer) -> None:
     (event,) = serve(envelope(server, "e", model="error-401-invalid_api_key"))
+    assert event["type"] == "error"
     assert event["kind"] == "api"
+    assert event["error_type"] == "scenario_error"
     assert event["status"] == 401
     assert event["code"] == "invalid_api_key"
     assert TEST_KEY not in json.dumps(event)

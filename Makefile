@@ -1,0 +1,56 @@
+# The two commands: `make demo` runs the main job, `make test` every check.
+SHELL := bash
+PYTHON ?= python3
+EMACS ?= emacs
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+EL := ob-chat-ai-process.el ob-chat-ai.el
+PACKAGE_LINT = $$(compgen -G "/usr/share/emacs/site-lisp/elpa/package-lint-[0-9]*" | head -n 1)
+
+.PHONY: test demo venv emacs lint-python pytest lint-elisp compile checkdoc package-lint ert clean
+
+test: lint-python pytest lint-elisp ert
+
+demo: venv emacs
+	$(EMACS) -Q --batch -L . --eval '(setq chat-ai-demo-helper "$(abspath $(VENV))/bin/chat-ai")' \
+	  -l scripts/demo.el examples/demo.org
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+emacs:
+	scripts/install-emacs
+
+lint-python: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy chat_ai_helper tests
+
+pytest: venv
+	$(VPY) -m pytest -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
+
+lint-elisp: compile checkdoc package-lint
+
+compile: emacs
+	$(EMACS) -Q --batch -L . --eval '(setq byte-compile-error-on-warn t)' \
+	  -f batch-byte-compile $(EL); status=$$?; rm -f *.elc; exit $$status
+
+checkdoc: emacs
+	$(EMACS) -Q --batch -L . -l scripts/checkdoc-batch.el $(EL)
+
+package-lint: emacs
+	$(EMACS) -Q --batch -L $(PACKAGE_LINT) -L . -l scripts/package-lint-batch.el \
+	  ob-chat-ai.el ob-chat-ai-process.el
+
+ert: venv emacs
+	CHAT_AI_TEST_PYTHON=$(VPY) $(EMACS) -Q --batch -L . -l tests/test-ob-chat-ai.el \
+	  -f ert-run-tests-batch-and-exit
+
+clean:
+	rm -rf $(VENV) *.elc .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,460 @@
+;;; test-ob-chat-ai.el --- ERT tests for ob-chat-ai  -*- lexical-binding: t; -*-
+
+;;; Commentary:
+
+;; Real `chat-ai' blocks in real Org buffers, run through the real helper
+;; against the loopback chat server (tests/loopback_server.py), which the
+;; tests start and which reports every request it receives.
+;;
+;; Run with: emacs -Q --batch -L . -l tests/test-ob-chat-ai.el \
+;;             -f ert-run-tests-batch-and-exit
+;; CHAT_AI_TEST_PYTHON names the Python that has the helper installed
+;; (default: .venv/bin/python in the repository).
+
+;;; Code:
+
+(require 'ert)
+(require 'ob-chat-ai)
+
+(defconst ob-chat-ai-test-root
+  (file-name-directory
+   (directory-file-name (file-name-directory (or load-file-name buffer-file-name))))
+  "The repository root.")
+
+(defconst ob-chat-ai-test-python
+  (or (getenv "CHAT_AI_TEST_PYTHON")
+      (expand-file-name ".venv/bin/python" ob-chat-ai-test-root))
+  "The Python with the helper and its dependencies installed.")
+
+(defconst ob-chat-ai-test-key "sk-test-0123456789abcdefSECRET"
+  "A made-up API key that must never show up anywhere but the request.")
+
+(defvar ob-chat-ai-test-server nil
+  "The loopback server process.")
+
+(defvar ob-chat-ai-test-base-url nil
+  "The base URL of the loopback server.")
+
+;;;; The loopback server
+
+(defun ob-chat-ai-test-server ()
+  "Start the loopback server unless it runs, and return its base URL."
+  (unless (process-live-p ob-chat-ai-test-server)
+    (let ((buffer (generate-new-buffer " *loopback server*")))
+      (setq ob-chat-ai-test-server
+            (make-process
+             :name "loopback-server"
+             :buffer buffer
+             :command (list ob-chat-ai-test-python
+                            (expand-file-name "tests/loopback_server.py"
+                                              ob-chat-ai-test-root))
+             :coding 'utf-8-unix
+             :noquery t
+             :connection-type 'pipe
+             :stderr (get-buffer-create " *loopback server stderr*")))
+      (with-current-buffer buffer
+        (with-timeout (30 (error "The loopback server did not start"))
+          (while (not (string-match "\\`{\"port\": \\([0-9]+\\)}\n" (buffer-string)))
+            (accept-process-output ob-chat-ai-test-server 0.1)))
+        (setq ob-chat-ai-test-base-url
+              (format "http://127.0.0.1:%s/v1" (match-string 1 (buffer-string))))
+        (erase-buffer))))
+  ob-chat-ai-test-base-url)
+
+(defun ob-chat-ai-test-received (&optional count)
+  "Return the requests the server received, waiting until there are COUNT."
+  (let ((buffer (process-buffer ob-chat-ai-test-server))
+        (requests nil))
+    (with-timeout (10 (error "The server received %d requests, not %d"
+                             (length requests) count))
+      (while (progn
+               (setq requests
+                     (mapcar (lambda (line)
+                               (json-parse-string line :object-type 'alist
+                                                  :null-object nil))
+                             (split-string (with-current-buffer buffer
+                                             (buffer-string))
+                                           "\n" t)))
+               (< (length requests) (or count 0)))
+        (accept-process-output ob-chat-ai-test-server 0.05)))
+    requests))
+
+(defun ob-chat-ai-test-body (&optional request)
+  "Return the JSON body of REQUEST, or of the only request received."
+  (alist-get 'body (or request (car (ob-chat-ai-test-received 1)))))
+
+;;;; Running blocks
+
+(defmacro ob-chat-ai-test-with-org (text &rest body)
+  "Run BODY in an Org buffer holding TEXT, isolated, with the server running.
+Point is at the start of the buffer; the server's record is cleared;
+keys and base URLs of the environment and of auth-source are hidden."
+  (declare (indent 1) (debug t))
+  `(let ((base-url (ob-chat-ai-test-server))
+         (process-environment (seq-remove
+                               (lambda (entry)
+                                 (string-match-p "\\`OPENAI_" entry))
+                               process-environment))
+         (auth-sources nil)
+         (auth-source-do-cache nil)
+         (org-confirm-babel-evaluate nil)
+         (ob-chat-ai-helper-command
+          (list ob-chat-ai-test-python "-m" "chat_ai_helper" "--serve")))
+     (ignore base-url)
+     (with-current-buffer (process-buffer ob-chat-ai-test-server)
+       (erase-buffer))
+     (let ((ob-chat-ai-base-url base-url))
+       (with-temp-buffer
+         (org-mode)
+         (insert ,text)
+         (goto-char (point-min))
+         ,@body))))
+
+(defun ob-chat-ai-test-run ()
+  "Execute the first chat-ai block and return its result as Babel reads it."
+  (goto-char (point-min))
+  (re-search-forward "^#\\+begin_src chat-ai")
+  (org-babel-execute-src-block)
+  (ob-chat-ai-test-result))
+
+(defun ob-chat-ai-test-result ()
+  "Return the result of the block at point, nil when there is none."
+  (save-excursion
+    (let ((where (org-babel-where-is-src-block-result)))
+      (when where
+        (goto-char where)
+        (org-babel-read-result)))))
+
+(defun ob-chat-ai-test-user-error (function)
+  "Call FUNCTION and return the message of the `user-error' it signals."
+  (let ((caught (should-error (funcall function) :type 'user-error)))
+    (cadr caught)))
+
+(defun ob-chat-ai-test-messages ()
+  "Return the text of the *Messages* buffer."
+  (with-current-buffer (messages-buffer) (buffer-string)))
+
+;;;; Tests: the reply and the text sent
+
+(ert-deftest ob-chat-ai-test-reply-lands-under-results ()
+  (ob-chat-ai-test-with-org
+      "#+begin_src chat-ai :model gpt-4o-mini :system \"You are a helpful assistant.\" :temperature 0.2
+Server-Sent Eventについて教えて
+#+end_src
+"
+    (should (equal (ob-chat-ai-test-run) "Server-Sent Eventについて教えて"))
+    (should (string-match-p "^#\\+RESULTS:\n: Server-Sent Eventについて教えて$"
+                            (buffer-string)))
+    (let ((body (ob-chat-ai-test-body)))
+      (should (equal (alist-get 'model body) "gpt-4o-mini"))
+      (should (equal (alist-get 'temperature body) 0.2))
+      (should (eq (alist-get 'stream body) t))
+      (should (equal (alist-get 'messages body)
+                     [((role . "system") (content . "You are a helpful assistant."))
+                      ((role . "user") (content . "Server-Sent Eventについて教えて"))])))))
+
+(defconst ob-chat-ai-test-hard-text
+  (concat "日本語と絵文字 🎉👍🏽\n"
+          "\"double quotes\" and 'single' and \\backslashes\\ and \\n not a newline\n"
+          "\ttab-indented\n"
+          "\n\n"
+          "control: \x01\x02\x1b[0m\x7f\n"
+          "{\"looks\": [\"like\", \"JSON\"], \"n\": 1}\n"
+          "* looks like a heading\n"
+          "#+begin_example\n"
+          "#+end_src inside\n"
+          ":PROPERTIES:\n"
+          "<<not-a-reference>>\n"
+          "trailing spaces   ")
+  "A prompt holding everything a hand-built JSON body gets wrong.")
+
+(ert-deftest ob-chat-ai-test-any-text-reaches-the-server-exactly ()
+  (dolist (stream '("yes" "no"))
+    (ob-chat-ai-test-with-org
+        (format "#+begin_src chat-ai :model m :stream %s\n%s\n#+end_src\n"
+                stream
+                (org-escape-code-in-string ob-chat-ai-test-hard-text))
+      (let ((result (ob-chat-ai-test-run)))
+        (should (equal (alist-get 'content (aref (alist-get 'messages (ob-chat-ai-test-body)) 0))
+                       ob-chat-ai-test-hard-text))
+        ;; A long result is an example block; reading it back adds a newline.
+        (should (equal result (concat ob-chat-ai-test-hard-text "\n")))
+        (should (string-search ",* looks like a heading\n,#+begin_example\n"
+                               (buffer-string)))))))
+
+(ert-deftest ob-chat-ai-test-several-choices-are-labelled ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :n 2\nhi\n#+end_src\n"
+    (should (equal (ob-chat-ai-test-run) "hi\n\n[choice 2]\nhi #2"))))
+
+;;;; Tests: header args
+
+(ert-deftest ob-chat-ai-test-every-header-arg-has-its-json-type ()
+  (ob-chat-ai-test-with-org
+      "#+begin_src chat-ai :model m :temperature 0.5 :top-p 1 :n 1 :stream no :stop '(\"###\" \"END\") :max-tokens 20 :max-completion-tokens 30 :presence-penalty -1 :frequency-penalty 0.5 :logit-bias {\"50256\": -100} :user 123 :seed 42 :response-format json_object :reasoning-effort low :store yes :metadata {\"project\": \"notes\"}
+hi
+#+end_src
+"
+    (ob-chat-ai-test-run)
+    (let ((body (ob-chat-ai-test-body)))
+      (should (equal (alist-get 'temperature body) 0.5))
+      (should (equal (alist-get 'top_p body) 1))
+      (should (equal (alist-get 'n body) 1))
+      (should (eq (alist-get 'stream body) :false))
+      (should (equal (alist-get 'stop body) ["###" "END"]))
+      (should (equal (alist-get 'max_tokens body) 20))
+      (should (equal (alist-get 'max_completion_tokens body) 30))
+      (should (equal (alist-get 'presence_penalty body) -1))
+      (should (equal (alist-get 'frequency_penalty body) 0.5))
+      (should (equal (alist-get 'logit_bias body) `((,(intern "50256") . -100))))
+      (should (equal (alist-get 'user body) "123"))
+      (should (equal (alist-get 'seed body) 42))
+      (should (equal (alist-get 'response_format body) '((type . "json_object"))))
+      (should (equal (alist-get 'reasoning_effort body) "low"))
+      (should (eq (alist-get 'store body) t))
+      (should (equal (alist-get 'metadata body) '((project . "notes")))))))
+
+(ert-deftest ob-chat-ai-test-stop-as-json-list-and-as-one-string ()
+  (ob-chat-ai-test-with-org
+      "#+begin_src chat-ai :model m :stop [\"a b\", \"c\"]\nhi\n#+end_src\n"
+    (ob-chat-ai-test-run)
+    (should (equal (alist-get 'stop (ob-chat-ai-test-body)) ["a b" "c"])))
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :stop \"###\"\nhi\n#+end_src\n"
+    (ob-chat-ai-test-run)
+    (should (equal (alist-get 'stop (ob-chat-ai-test-body)) "###"))))
+
+(ert-deftest ob-chat-ai-test-developer-role-for-the-system-prompt ()
+  (ob-chat-ai-test-with-org
+      "#+begin_src chat-ai :model m :system \"Be brief.\" :role-system developer\nhi\n#+end_src\n"
+    (ob-chat-ai-test-run)
+    (should (equal (aref (alist-get 'messages (ob-chat-ai-test-body)) 0)
+                   '((role . "developer") (content . "Be brief."))))))
+
+(ert-deftest ob-chat-ai-test-params-literal-and-from-a-named-block ()
+  (ob-chat-ai-test-with-org
+      "#+begin_src chat-ai :model m :temperature 0.1 :params {\"logprobs\": true, \"temperature\": 1.5}\nhi\n#+end_src\n"
+    (ob-chat-ai-test-run)
+    (let ((body (ob-chat-ai-test-body)))
+      (should (eq (alist-get 'logprobs body) t))
+      (should (equal (alist-get 'temperature body) 0.1))))
+  (ob-chat-ai-test-with-org
+      "#+name: extra
+#+begin_src json
+{\"top_logprobs\": 2, \"parallel_tool_calls\": false}
+#+end_src
+
+#+begin_src chat-ai :model m :params extra
+hi
+#+end_src
+"
+    (ob-chat-ai-test-run)
+    (let ((body (ob-chat-ai-test-body)))
+      (should (equal (alist-get 'top_logprobs body) 2))
+      (should (eq (alist-get 'parallel_tool_calls body) :false)))))
+
+(ert-deftest ob-chat-ai-test-defaults-and-properties ()
+  (let ((org-babel-default-header-args:chat-ai
+         '((:model . "default-model") (:temperature . 0.3))))
+    (ob-chat-ai-test-with-org "#+begin_src chat-ai\nhi\n#+end_src\n"
+      (ob-chat-ai-test-run)
+      (let ((body (ob-chat-ai-test-body)))
+        (should (equal (alist-get 'model body) "default-model"))
+        (should (equal (alist-get 'temperature body) 0.3))))
+    (ob-chat-ai-test-with-org
+        "#+PROPERTY: header-args:chat-ai :model property-model :seed 7
+
+* A heading
+:PROPERTIES:
+:header-args:chat-ai+: :temperature 0.9
+:END:
+#+begin_src chat-ai
+hi
+#+end_src
+"
+      (org-set-regexps-and-options)
+      (ob-chat-ai-test-run)
+      (let ((body (ob-chat-ai-test-body)))
+        (should (equal (alist-get 'model body) "property-model"))
+        (should (equal (alist-get 'seed body) 7))
+        (should (equal (alist-get 'temperature body) 0.9))))))
+
+(ert-deftest ob-chat-ai-test-bad-values-are-refused-before-sending ()
+  (dolist (case '((":temperature hot"
+                   "chat-ai: :temperature must be a number from 0 to 2, not 'hot'")
+                  (":n 0" "chat-ai: :n must be a whole number from 1 to 128, not 0")
+                  (":stream maybe" "chat-ai: :stream must be true or false, not 'maybe'")
+                  (":logit-bias {oops" "chat-ai: :logit-bias is not valid JSON")
+                  (":role-system boss" "chat-ai: :role-system must be system or developer")
+                  (":timeout soon" "chat-ai: :timeout must be a number of seconds")))
+    (ob-chat-ai-test-with-org
+        (format "before\n#+begin_src chat-ai :model m %s\nhi\n#+end_src\nafter\n"
+                (car case))
+      (let ((original (buffer-string))
+            (message (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)))
+        (should (string-prefix-p (cadr case) message))
+        (should (equal (buffer-string) original))
+        (should (null (ob-chat-ai-test-received)))))))
+
+(ert-deftest ob-chat-ai-test-misspelt-header-arg-is-reported ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :temprature 0.2\nhi\n#+end_src\n"
+    (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
+                   "chat-ai: Unknown header argument :temprature (did you mean :temperature?)"))
+    (should (null (ob-chat-ai-test-received)))))
+
+(ert-deftest ob-chat-ai-test-empty-block-is-refused ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\n  \n#+end_src\n"
+    (should (string-prefix-p "chat-ai: The block is empty"
+                             (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)))))
+
+(ert-deftest ob-chat-ai-test-base-url-from-header-then-environment ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
+    (let ((ob-chat-ai-base-url "http://127.0.0.1:9/unused"))
+      (setenv "OPENAI_BASE_URL" base-url)
+      (should (equal (ob-chat-ai-test-run) "hi"))))
+  (ob-chat-ai-test-with-org
+      (format "#+begin_src chat-ai :model m :base-url %s\nhi\n#+end_src\n"
+              ob-chat-ai-test-base-url)
+    (let ((ob-chat-ai-base-url "http://127.0.0.1:9/unused"))
+      (setenv "OPENAI_BASE_URL" "http://127.0.0.1:9/also-unused")
+      (should (equal (ob-chat-ai-test-run) "hi")))))
+
+;;;; Tests: the API key
+
+(defun ob-chat-ai-test-authorization ()
+  "Return the Authorization header of the only request received."
+  (alist-get 'Authorization (alist-get 'headers (car (ob-chat-ai-test-received 1)))))
+
+(ert-deftest ob-chat-ai-test-key-from-a-noweb-reference-to-a-named-block ()
+  (ob-chat-ai-test-with-org
+      (format "#+name: OPENAI_API_KEY
+#+begin_src text
+%s
+#+end_src
+
+#+begin_src chat-ai :model m :api-key <<OPENAI_API_KEY>>
+hi
+#+end_src
+" ob-chat-ai-test-key)
+    (setenv "OPENAI_API_KEY" "sk-from-the-environment")
+    (should (equal (ob-chat-ai-test-run) "hi"))
+    (should (equal (ob-chat-ai-test-authorization)
+                   (concat "Bearer " ob-chat-ai-test-key)))))
+
+(ert-deftest ob-chat-ai-test-key-literal-then-auth-source-then-environment ()
+  (let ((authinfo (make-temp-file "authinfo")))
+    (unwind-protect
+        (progn
+          (with-temp-file authinfo
+            (insert "machine 127.0.0.1 login apikey password sk-from-auth-source\n"))
+          (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :api-key sk-literal\nhi\n#+end_src\n"
+            (setq-local auth-sources (list authinfo))
+            (setenv "OPENAI_API_KEY" "sk-from-the-environment")
+            (ob-chat-ai-test-run)
+            (should (equal (ob-chat-ai-test-authorization) "Bearer sk-literal")))
+          (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
+            (let ((auth-sources (list authinfo)))
+              (setenv "OPENAI_API_KEY" "sk-from-the-environment")
+              (ob-chat-ai-test-run)
+              (should (equal (ob-chat-ai-test-authorization)
+                             "Bearer sk-from-auth-source")))))
+      (delete-file authinfo)))
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
+    (setenv "OPENAI_API_KEY" "sk-from-the-environment")
+    (ob-chat-ai-test-run)
+    (should (equal (ob-chat-ai-test-authorization) "Bearer sk-from-the-environment")))
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
+    (ob-chat-ai-test-run)
+    (should (null (ob-chat-ai-test-authorization)))))
+
+(ert-deftest ob-chat-ai-test-no-key-says-where-it-looked ()
+  (ob-chat-ai-test-with-org
+      "#+begin_src chat-ai :model m :base-url https://api.openai.com/v1\nhi\n#+end_src\n"
+    (let ((auth-sources '("~/.authinfo.gpg")))
+      (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
+                     "chat-ai: No API key for api.openai.com; looked in :api-key, \
+auth-source (machine api.openai.com in ~/.authinfo.gpg) and $OPENAI_API_KEY")))))
+
+(ert-deftest ob-chat-ai-test-missing-key-block-is-named ()
+  (ob-chat-ai-test-with-org
+      "#+begin_src chat-ai :model m :api-key <<MY_KEY>>\nhi\n#+end_src\n"
+    (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
+                   "chat-ai: :api-key refers to MY_KEY, but no block has #+name: MY_KEY"))))
+
+(ert-deftest ob-chat-ai-test-key-is-not-on-any-command-line ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
+    (let* ((envelope `((base_url . ,base-url) (api_key . ,ob-chat-ai-test-key)
+                       (body (model . "slow")
+                             (stream . t)
+                             (messages . [((role . "user") (content . "abcdefghi"))]))))
+           (request (ob-chat-ai-process-send envelope)))
+      (dolist (process (process-list))
+        (should-not (string-search ob-chat-ai-test-key
+                                   (format "%S" (process-command process)))))
+      (should (equal (alist-get 'type (ob-chat-ai-process-wait request)) "done")))))
+
+;;;; Tests: failures
+
+(ert-deftest ob-chat-ai-test-api-error-is-one-line-without-the-key ()
+  (ob-chat-ai-test-with-org
+      (format "Text before.
+
+#+begin_src chat-ai :model error-401-invalid_api_key :api-key %s
+hi
+#+end_src
+
+#+RESULTS:
+: an earlier answer
+
+Text after.
+" ob-chat-ai-test-key)
+    (let ((result (ob-chat-ai-test-run)))
+      (should (equal result "chat-ai error: HTTP 401 scenario_error invalid_api_key: \
+Scenario error 401; you sent Bearer ***."))
+      (should (string-prefix-p "Text before.\n" (buffer-string)))
+      (should (string-suffix-p "\nText after.\n" (buffer-string)))
+      (should-not (string-search ob-chat-ai-test-key
+                                 (buffer-substring (org-babel-where-is-src-block-result)
+                                                   (point-max))))
+      (should-not (string-search ob-chat-ai-test-key (ob-chat-ai-test-messages))))))
+
+(ert-deftest ob-chat-ai-test-cut-stream-keeps-the-text ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model cut\nabcdefghijkl\n#+end_src\n"
+    (should (equal (ob-chat-ai-test-run)
+                   "abcdef\n\nchat-ai error: the connection closed mid-stream; \
+the reply is incomplete"))))
+
+(ert-deftest ob-chat-ai-test-html-instead-of-json ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model html :stream no\nhi\n#+end_src\n"
+    (should (equal (ob-chat-ai-test-run)
+                   "chat-ai error: HTTP 200: the server answered with text/html, \
+not JSON: 502 Bad Gateway"))))
+
+(ert-deftest ob-chat-ai-test-connection-refused ()
+  (ob-chat-ai-test-with-org
+      "#+begin_src chat-ai :model m :base-url http://127.0.0.1:9/v1\nhi\n#+end_src\n"
+    (should (equal (ob-chat-ai-test-run)
+                   "chat-ai error: connection to 127.0.0.1:9 refused; \
+is the server running?"))))
+
+(ert-deftest ob-chat-ai-test-helper-that-cannot-start ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
+    (let ((ob-chat-ai-helper-command '("/nonexistent/chat-ai" "--serve")))
+      (let ((caught (should-error (ob-chat-ai-test-run) :type 'ob-chat-ai-error)))
+        (should (string-match-p "cannot run /nonexistent/chat-ai"
+                                (error-message-string caught)))))))
+
+(ert-deftest ob-chat-ai-test-helper-that-crashes ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
+    (let ((ob-chat-ai-helper-command
+           (list ob-chat-ai-test-python "-c"
+                 "import sys; sys.stdin.read(); sys.stderr.write('Traceback\\nboom\\n'); sys.exit(3)")))
+      (should (equal (ob-chat-ai-test-run)
+                     "chat-ai error: the helper exited with status 3 before answering: boom"))
+      (should (seq-every-p (lambda (process) (not (process-live-p process)))
+                           (seq-filter (lambda (process)
+                                         (string-prefix-p "chat-ai"
+                                                          (process-name process)))
+                                       (process-list)))))))
+
+(provide 'test-ob-chat-ai)
+
+;;; test-ob-chat-ai.el ends here
