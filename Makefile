@@ -49,7 +49,7 @@ package-lint: emacs
 	  ob-chat-ai.el ob-chat-ai-process.el
 
 ert: venv emacs
-	CHAT_AI_TEST_PYTHON=$(VPY) $(EMACS) -Q --batch -L . -l tests/test-ob-chat-ai.el \
+	CHAT_AI_TEST_PYTHON=$(abspath $(VPY)) $(EMACS) -Q --batch -L . -l tests/test-ob-chat-ai.el \
 	  -f ert-run-tests-batch-and-exit
 
 clean:

@@ -22,8 +22,8 @@
   "The repository root.")
 
 (defconst ob-chat-ai-test-python
-  (or (getenv "CHAT_AI_TEST_PYTHON")
-      (expand-file-name ".venv/bin/python" ob-chat-ai-test-root))
+  (expand-file-name (or (getenv "CHAT_AI_TEST_PYTHON") ".venv/bin/python")
+                    ob-chat-ai-test-root)
   "The Python with the helper and its dependencies installed.")
 
 (defconst ob-chat-ai-test-key "sk-test-0123456789abcdefSECRET"
