@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 from conftest import TEST_KEY, run_cli
 from loopback_server import LoopbackServer
@@ -164,3 +168,19 @@ def test_connection_refused_exits_1() -> None:
     assert result.returncode == 1
     assert "refused" in result.stderr.decode()
     assert "Traceback" not in result.stderr.decode()
+
+
+def test_ctrl_c_exits_quietly(server: LoopbackServer) -> None:
+    command = [sys.executable, "-m", "chat_ai_helper", "--base-url", server.base_url]
+    process = subprocess.Popen(
+        [*command, "-m", "slow", "a long prompt streamed slowly"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "CHAT_AI_TEST_DELAY": "1"},
+    )
+    assert process.stdout is not None
+    assert process.stdout.read(3) == b"a l"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert stderr == b""
