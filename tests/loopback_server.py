@@ -15,6 +15,7 @@ it answers is chosen by the request's model name:
 - ``no-done``: streams the reply but never sends ``data: [DONE]``;
 - ``stream-error``: streams a little, then an error object in the stream;
 - ``slow``: waits ``CHAT_AI_TEST_DELAY`` seconds (default 0.05) per delta;
+- ``empty``: a reply with no text at all;
 - ``long-N``: replies with N numbered words, one delta each.
 
 Run as a script, it prints ``{"port": N}`` and then one JSON line per
@@ -218,6 +219,8 @@ def error_object(message: str, type_: str, code: str | None = None) -> dict[str,
 def reply_for(body: dict[str, Any]) -> str:
     """Return the reply text for BODY."""
     model = str(body.get("model", ""))
+    if model == "empty":
+        return ""
     if model.startswith("long-"):
         return "".join(f"word{i} " for i in range(int(model[len("long-") :])))
     users = [m for m in body["messages"] if m.get("role") == "user"]
@@ -228,7 +231,7 @@ def split_reply(model: str, text: str) -> list[str]:
     """Return TEXT cut into the deltas the server streams."""
     if model.startswith("long-"):
         return [f"{word} " for word in text.split()]
-    return [text[i : i + 3] for i in range(0, len(text), 3)] or [""]
+    return [text[i : i + 3] for i in range(0, len(text), 3)]
 
 
 def main() -> None:

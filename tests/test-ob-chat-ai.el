@@ -458,3 +458,234 @@ is the server running?"))))
 (provide 'test-ob-chat-ai)
 
 ;;; test-ob-chat-ai.el ends here
+
+;;;; Tests: asynchronous replies
+
+(defmacro ob-chat-ai-test-async (text &rest body)
+  "Run BODY like `ob-chat-ai-test-with-org' on TEXT, blocks answering asynchronously."
+  (declare (indent 1) (debug t))
+  `(let ((ob-chat-ai-async 'always)
+         (process-environment (cons "CHAT_AI_TEST_DELAY=0.2" process-environment)))
+     (ob-chat-ai-test-with-org ,text
+       (unwind-protect (progn ,@body)
+         (ob-chat-ai-cancel-all)))))
+
+(defun ob-chat-ai-test-wait (condition)
+  "Wait until CONDITION returns non-nil, handling process output meanwhile."
+  (with-timeout (20 (error "Gave up waiting for %S" condition))
+    (while (not (funcall condition))
+      (accept-process-output nil 0.02))))
+
+(defun ob-chat-ai-test-idle ()
+  "Wait until no chat-ai request or helper is left, then return the buffer text."
+  (ob-chat-ai-test-wait (lambda () (and (null ob-chat-ai--jobs)
+                                        (null (ob-chat-ai-test-helpers)))))
+  (buffer-string))
+
+(defun ob-chat-ai-test-helpers ()
+  "Return the live chat-ai helper processes."
+  (seq-filter (lambda (process)
+                (and (process-live-p process)
+                     (string-prefix-p "chat-ai" (process-name process))))
+              (process-list)))
+
+(defun ob-chat-ai-test-execute (search)
+  "Execute the block whose first line matches SEARCH."
+  (goto-char (point-min))
+  (re-search-forward search)
+  (org-babel-execute-src-block))
+
+(ert-deftest ob-chat-ai-test-async-returns-a-placeholder-then-the-reply ()
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabcdefghijkl\n#+end_src\n"
+    (ob-chat-ai-test-execute "chat-ai")
+    (should (string-suffix-p "#+RESULTS:\n: chat-ai: waiting for slow...\n"
+                             (buffer-string)))
+    (should (= 1 (length ob-chat-ai--jobs)))
+    (should (string-suffix-p "#+RESULTS:\n: abcdefghijkl\n" (ob-chat-ai-test-idle)))
+    (should-not (ob-chat-ai-test-helpers))))
+
+(ert-deftest ob-chat-ai-test-async-text-grows-in-place ()
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabc\ndef\nghi\n#+end_src\n\nAfter.\n"
+    (ob-chat-ai-test-execute "chat-ai")
+    (ob-chat-ai-test-wait (lambda () (string-search "\n: abc" (buffer-string))))
+    (should-not (string-search "waiting for" (buffer-string)))
+    (should-not (string-search ": ghi" (buffer-string)))
+    (ob-chat-ai-test-wait (lambda () (string-search "\n: def" (buffer-string))))
+    (should (string-suffix-p "\n\nAfter.\n" (buffer-string)))
+    (should (string-suffix-p "#+RESULTS:\n: abc\n: def\n: ghi\n\nAfter.\n"
+                             (ob-chat-ai-test-idle)))))
+
+(ert-deftest ob-chat-ai-test-async-goes-through-babel-result-handling ()
+  (dolist (case '((":results raw" "#+RESULTS:\nabc\ndef\n")
+                  (":results drawer" "#+RESULTS:\n:results:\nabc\ndef\n:end:\n")
+                  (":wrap example" "#+RESULTS:\n#+begin_example\nabc\ndef\n#+end_example\n")
+                  (":results verbatim" "#+RESULTS:\n: abc\n: def\n")))
+    (ob-chat-ai-test-async
+        (format "#+begin_src chat-ai :model slow %s\nabc\ndef\n#+end_src\n" (car case))
+      (ob-chat-ai-test-execute "chat-ai")
+      (should (string-suffix-p (cadr case) (ob-chat-ai-test-idle))))))
+
+(ert-deftest ob-chat-ai-test-async-append-keeps-the-earlier-result ()
+  (ob-chat-ai-test-async
+      "#+begin_src chat-ai :model slow :results append\nnew\n#+end_src\n\n#+RESULTS:\n: old\n"
+    (ob-chat-ai-test-execute "chat-ai")
+    (should (string-suffix-p "#+RESULTS:\n: old\n: new\n" (ob-chat-ai-test-idle)))))
+
+(ert-deftest ob-chat-ai-test-async-error-replaces-the-placeholder ()
+  (ob-chat-ai-test-async
+      "#+begin_src chat-ai :model error-500\nhi\n#+end_src\n"
+    (ob-chat-ai-test-execute "chat-ai")
+    (should (string-suffix-p
+             "#+RESULTS:\n: chat-ai error: HTTP 500 scenario_error: Scenario error 500; you sent no key.\n"
+             (ob-chat-ai-test-idle)))))
+
+(ert-deftest ob-chat-ai-test-async-empty-reply-and-crash-are-resolved ()
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model empty\nhi\n#+end_src\n"
+    (ob-chat-ai-test-execute "chat-ai")
+    (should (string-suffix-p "#+RESULTS:\n: [chat-ai: the model sent an empty reply]\n"
+                             (ob-chat-ai-test-idle))))
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
+    (let ((ob-chat-ai-helper-command
+           (list ob-chat-ai-test-python "-c" "import sys; sys.exit(4)")))
+      (ob-chat-ai-test-execute "chat-ai"))
+    (should (string-suffix-p
+             "#+RESULTS:\n: chat-ai error: the helper exited with status 4 before answering\n"
+             (ob-chat-ai-test-idle)))))
+
+(ert-deftest ob-chat-ai-test-async-cancel-keeps-the-text-marked-incomplete ()
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabcdefghijklmnopqrstuvwxyz\n#+end_src\n"
+    (ob-chat-ai-test-execute "chat-ai")
+    (ob-chat-ai-test-wait (lambda () (string-search ": abcdef" (buffer-string))))
+    (goto-char (point-min))
+    (ob-chat-ai-cancel)
+    (let ((text (ob-chat-ai-test-idle)))
+      (should (string-match-p
+               "#\\+RESULTS:\n: abcdef.*\n: \n: \\[chat-ai: cancelled; the reply is incomplete\\]\n\\'"
+               text))
+      (should-not (string-search "xyz" (substring text (string-search "#+RESULTS:" text)))))
+    (should-not (ob-chat-ai-test-helpers))
+    (should-error (ob-chat-ai-cancel) :type 'user-error)))
+
+(ert-deftest ob-chat-ai-test-async-two-blocks-at-once ()
+  (ob-chat-ai-test-async "* One
+#+begin_src chat-ai :model slow
+first reply
+#+end_src
+
+* Two
+#+begin_src chat-ai :model slow
+second reply
+#+end_src
+"
+    (ob-chat-ai-test-execute "chat-ai")
+    (ob-chat-ai-test-execute "^\\* Two\n#\\+begin_src")
+    (should (= 2 (length ob-chat-ai--jobs)))
+    (should (= 2 (length (seq-uniq
+                          (mapcar (lambda (job)
+                                    (ob-chat-ai-request-process (ob-chat-ai--job-request job)))
+                                  (seq-filter (lambda (job)
+                                                (process-live-p
+                                                 (ob-chat-ai-request-process
+                                                  (ob-chat-ai--job-request job))))
+                                              ob-chat-ai--jobs))))))
+    (should (equal (ob-chat-ai-test-idle)
+                   "* One
+#+begin_src chat-ai :model slow
+first reply
+#+end_src
+
+#+RESULTS:
+: first reply
+
+* Two
+#+begin_src chat-ai :model slow
+second reply
+#+end_src
+
+#+RESULTS:
+: second reply
+"))))
+
+(ert-deftest ob-chat-ai-test-async-edits-during-the-stream-stay ()
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabcdefghijklmnopqr\n#+end_src\n"
+    (ob-chat-ai-test-execute "chat-ai")
+    (ob-chat-ai-test-wait (lambda () (string-search ": abc" (buffer-string))))
+    (goto-char (point-min))
+    (insert "A line typed above.\n")
+    (goto-char (point-max))
+    (insert "\nA line typed below.\n")
+    (should (equal (ob-chat-ai-test-idle)
+                   "A line typed above.
+#+begin_src chat-ai :model slow
+abcdefghijklmnopqr
+#+end_src
+
+#+RESULTS:
+: abcdefghijklmnopqr
+
+A line typed below.
+"))))
+
+(ert-deftest ob-chat-ai-test-async-deleted-block-drops-the-request ()
+  (ob-chat-ai-test-async "Before.\n#+begin_src chat-ai :model slow\nabcdefghijklmnopqrstuvwxyz\n#+end_src\nAfter.\n"
+    (ob-chat-ai-test-execute "chat-ai")
+    (ob-chat-ai-test-wait (lambda () (string-search ": abc" (buffer-string))))
+    (goto-char (point-min))
+    (forward-line)
+    (delete-region (point) (progn (re-search-forward "^After") (match-beginning 0)))
+    (should (equal (ob-chat-ai-test-idle) "Before.\nAfter.\n"))
+    (should-not (ob-chat-ai-test-helpers))))
+
+(ert-deftest ob-chat-ai-test-async-killed-buffer-drops-the-request ()
+  (let ((ob-chat-ai-async 'always)
+        (process-environment (cons "CHAT_AI_TEST_DELAY=0.2" process-environment))
+        (other (generate-new-buffer "other")))
+    (ob-chat-ai-test-with-org "#+begin_src chat-ai :model slow\nabcdefghijklmnop\n#+end_src\n"
+      (ob-chat-ai-test-execute "chat-ai")
+      (ob-chat-ai-test-wait (lambda () (string-search ": abc" (buffer-string))))
+      (kill-buffer (current-buffer))
+      (ob-chat-ai-test-wait (lambda () (null (ob-chat-ai-test-helpers))))
+      (should-not ob-chat-ai--jobs))
+    (should (equal (with-current-buffer other (buffer-string)) ""))
+    (kill-buffer other)))
+
+(ert-deftest ob-chat-ai-test-export-call-and-var-wait-for-the-reply ()
+  (ob-chat-ai-test-async "#+name: ask
+#+begin_src chat-ai :model m :exports results
+exported answer
+#+end_src
+
+#+begin_src emacs-lisp :var answer=ask :exports none
+(upcase answer)
+#+end_src
+
+#+CALL: ask()
+"
+    (require 'ox-ascii)
+    (let ((exported (org-export-as 'ascii nil nil t)))
+      (should (string-search "exported answer" exported))
+      (should-not (string-search "waiting for" exported)))
+    (ob-chat-ai-test-execute "emacs-lisp")
+    (should (string-search "#+RESULTS:\n: EXPORTED ANSWER" (buffer-string)))
+    (goto-char (point-min))
+    (re-search-forward "^#\\+CALL")
+    (org-ctrl-c-ctrl-c)
+    (should (string-suffix-p "#+CALL: ask()\n\n#+RESULTS:\n: exported answer\n"
+                             (buffer-string)))
+    (should-not ob-chat-ai--jobs)))
+
+(ert-deftest ob-chat-ai-test-async-no-and-post-wait-for-the-reply ()
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model m :async no\nwaited\n#+end_src\n"
+    (ob-chat-ai-test-execute "chat-ai")
+    (should (string-suffix-p "#+RESULTS:\n: waited\n" (buffer-string))))
+  (ob-chat-ai-test-async "#+name: shout
+#+begin_src emacs-lisp :var text=\"\"
+(upcase text)
+#+end_src
+
+#+begin_src chat-ai :model m :post shout(text=*this*)
+quiet
+#+end_src
+"
+    (ob-chat-ai-test-execute "chat-ai")
+    (should (string-suffix-p "#+RESULTS:\n: QUIET\n" (buffer-string)))))
