@@ -7,11 +7,11 @@ VPY := $(VENV)/bin/python
 EL := ob-chat-ai-process.el ob-chat-ai.el
 PACKAGE_LINT = $$(compgen -G "/usr/share/emacs/site-lisp/elpa/package-lint-[0-9]*" | head -n 1)
 
-.PHONY: test demo venv emacs lint-python pytest lint-elisp compile checkdoc package-lint ert clean
+.PHONY: test demo venv system-deps lint-python pytest lint-elisp compile checkdoc package-lint ert clean
 
 test: lint-python pytest lint-elisp ert
 
-demo: venv emacs
+demo: venv system-deps
 	$(EMACS) -Q --batch -L . --eval '(setq chat-ai-demo-helper "$(abspath $(VENV))/bin/chat-ai")' \
 	  -l scripts/demo.el examples/demo.org
 
@@ -22,33 +22,33 @@ $(VENV)/.installed: pyproject.toml
 	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-emacs:
-	scripts/install-emacs
+system-deps:
+	scripts/install-system-deps
 
 lint-python: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy chat_ai_helper tests
 
-pytest: venv
+pytest: venv system-deps
 	$(VPY) -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
 
 lint-elisp: compile checkdoc package-lint
 
-compile: emacs
+compile: system-deps
 	$(EMACS) -Q --batch -L . --eval '(setq byte-compile-error-on-warn t)' \
 	  -f batch-byte-compile $(EL); status=$$?; rm -f *.elc; exit $$status
 
-checkdoc: emacs
+checkdoc: system-deps
 	$(EMACS) -Q --batch -L . -l scripts/checkdoc-batch.el $(EL)
 
-package-lint: emacs
+package-lint: system-deps
 	$(EMACS) -Q --batch -L $(PACKAGE_LINT) -L . -l scripts/package-lint-batch.el \
 	  ob-chat-ai.el ob-chat-ai-process.el
 
-ert: venv emacs
+ert: venv system-deps
 	CHAT_AI_TEST_PYTHON=$(abspath $(VPY)) $(EMACS) -Q --batch -L . -l tests/test-ob-chat-ai.el \
 	  -f ert-run-tests-batch-and-exit
 

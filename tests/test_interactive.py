@@ -1,0 +1,130 @@
+"""C-c C-c in a real interactive Emacs (``emacs -nw`` under tmux), as a person uses it.
+
+The reply streams slowly from the loopback server while keys typed after
+C-c C-c show up at once: Emacs is not waiting for the model.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from loopback_server import LoopbackServer
+
+ROOT = Path(__file__).resolve().parent.parent
+LINES = [f"line {i:02}" for i in range(1, 13)]
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("tmux") and shutil.which("emacs")),
+    reason="needs tmux and emacs (scripts/install-system-deps installs them)",
+)
+
+
+class Terminal:
+    """A tmux session running one program, read and typed into like a screen."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.name = f"chat-ai-test-{uuid.uuid4().hex[:8]}"
+        exports = [f"{key}={value}" for key, value in env.items()]
+        session = ["new-session", "-d", "-s", self.name, "-x", "100", "-y", "45"]
+        subprocess.run(["tmux", *session, "env", *exports, *command], check=True)
+
+    def screen(self) -> str:
+        """Return the text on the screen now."""
+        return subprocess.run(
+            ["tmux", "capture-pane", "-p", "-t", self.name],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    def keys(self, *keys: str, literal: bool = False) -> None:
+        """Press KEYS (tmux key names), or type them as text when LITERAL."""
+        flags = ["-l"] if literal else []
+        subprocess.run(
+            ["tmux", "send-keys", "-t", self.name, *flags, *keys], check=True
+        )
+
+    def wait_for(self, condition: Callable[[str], bool], what: str) -> str:
+        """Return the first screen for which CONDITION holds."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if condition(screen):
+                return screen
+            time.sleep(0.05)
+        raise AssertionError(f"never saw {what}; the screen was:\n{self.screen()}")
+
+    def close(self) -> None:
+        """End the session and what runs in it."""
+        subprocess.run(["tmux", "kill-session", "-t", self.name], check=False)
+
+
+@pytest.fixture
+def terminal_emacs(
+    server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Terminal, Path]]:
+    monkeypatch.setenv("CHAT_AI_TEST_DELAY", "0.15")
+    notes = tmp_path / "notes.org"
+    notes.write_text(
+        f"#+begin_src chat-ai :model slow :base-url {server.base_url}\n"
+        + "\n".join(LINES)
+        + "\n#+end_src\n\n* Notes\n",
+        encoding="utf-8",
+    )
+    helper = Path(sys.executable).parent / "chat-ai"
+    init = ROOT / "tests" / "interactive-init.el"
+    terminal = Terminal(
+        ["emacs", "-nw", "-Q", "-L", str(ROOT), "-l", str(init), str(notes)],
+        {"CHAT_AI_TEST_HELPER": str(helper), "TERM": "xterm-256color"},
+    )
+    try:
+        yield terminal, notes
+    finally:
+        terminal.close()
+
+
+def results(screen: str) -> list[str]:
+    """Return the fixed-width result lines on SCREEN."""
+    return [line[2:] for line in screen.splitlines() if line.startswith(": ")]
+
+
+def test_reply_streams_while_the_user_keeps_typing(
+    terminal_emacs: tuple[Terminal, Path],
+) -> None:
+    terminal, notes = terminal_emacs
+    terminal.wait_for(lambda s: "#+begin_src chat-ai" in s, "the Org file")
+
+    terminal.keys("C-c", "C-c")
+    terminal.keys("M->")
+    terminal.keys("typed while streaming", literal=True)
+
+    screen = terminal.wait_for(
+        lambda s: "typed while streaming" in s, "the text typed after C-c C-c"
+    )
+    assert screen.count(LINES[-1]) == 1, "Emacs waited for the whole reply"
+
+    streaming = terminal.wait_for(
+        lambda s: LINES[0] in results(s) and "chat-ai[1:" in s,
+        "the first lines of the reply, and progress in the mode line",
+    )
+    assert LINES[-1] not in results(streaming)
+
+    finished = "#+begin_example\n" + "\n".join(LINES) + "\n#+end_example\n"
+    terminal.wait_for(
+        lambda s: finished in s and "chat-ai[" not in s,
+        "the whole reply, as Babel shows a long result",
+    )
+    terminal.keys("C-x", "C-s")
+    terminal.wait_for(lambda s: "Wrote " in s, "the file saved")
+
+    saved = notes.read_text(encoding="utf-8")
+    assert "#+end_src\n\n#+RESULTS:\n" + finished + "\n* Notes\n" in saved
+    assert saved.endswith("* Notes\ntyped while streaming\n")
+    assert "waiting for" not in saved
