@@ -7,13 +7,16 @@ VPY := $(VENV)/bin/python
 EL := ob-chat-ai-process.el ob-chat-ai.el
 PACKAGE_LINT = $$(compgen -G "/usr/share/emacs/site-lisp/elpa/package-lint-[0-9]*" | head -n 1)
 
-.PHONY: test demo venv system-deps lint-python pytest lint-elisp compile checkdoc package-lint ert clean
+.PHONY: test demo bench venv system-deps lint-python pytest lint-elisp compile checkdoc package-lint ert clean
 
 test: lint-python pytest lint-elisp ert
 
 demo: venv system-deps
 	$(EMACS) -Q --batch -L . --eval '(setq chat-ai-demo-helper "$(abspath $(VENV))/bin/chat-ai")' \
 	  -l scripts/demo.el examples/demo.org
+
+bench: venv system-deps
+	$(VPY) bench/stream_bench.py
 
 venv: $(VENV)/.installed
 

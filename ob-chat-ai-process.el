@@ -103,7 +103,7 @@ or set `ob-chat-ai-helper-command'"
                    :connection-type 'pipe
                    :coding 'utf-8-unix
                    :noquery t
-                   :buffer nil
+                   :buffer (generate-new-buffer " *chat-ai helper*")
                    :stderr stderr
                    :filter #'ob-chat-ai--filter
                    :sentinel #'ob-chat-ai--sentinel)))
@@ -112,24 +112,62 @@ or set `ob-chat-ai-helper-command'"
     process))
 
 (defun ob-chat-ai--filter (process output)
-  "Handle OUTPUT from helper PROCESS: dispatch each complete JSON line."
-  (let ((lines (split-string (concat (process-get process 'ob-chat-ai-partial)
-                                     output)
-                             "\n")))
-    (process-put process 'ob-chat-ai-partial (car (last lines)))
-    (dolist (line (butlast lines))
-      (unless (string-empty-p line)
-        (ob-chat-ai--dispatch process (ob-chat-ai--parse-event line))))))
+  "Handle OUTPUT from helper PROCESS: dispatch the events of its complete lines."
+  (dolist (event (with-current-buffer (process-buffer process)
+                   (goto-char (point-max))
+                   (insert output)
+                   (ob-chat-ai--read-events)))
+    (ob-chat-ai--dispatch process event)))
 
-(defun ob-chat-ai--parse-event (line)
-  "Return the event in LINE, or an error event saying LINE is not JSON."
-  (condition-case nil
-      (json-parse-string line :object-type 'alist :array-type 'list
-                         :null-object nil :false-object nil)
-    (json-error
-     `((type . "error") (kind . "helper")
-       (message . ,(format "the helper said something that is not JSON: %s"
-                           (truncate-string-to-width line 80)))))))
+(defun ob-chat-ai--read-events ()
+  "Return the events on the complete lines of the current buffer, and delete them.
+Lines are parsed in place, and consecutive deltas of one choice are
+merged into one, so that a fast stream makes little garbage and one
+change to the Org buffer per read, not one per delta."
+  (goto-char (point-min))
+  (let ((events nil)
+        (texts nil))
+    (while (search-forward "\n" nil t)
+      (let ((event (ob-chat-ai--parse-event (line-beginning-position 0) (1- (point))))
+            (last (car events)))
+        (cond
+         ((null event))
+         ((and last
+               (equal (alist-get 'type event) "delta")
+               (equal (alist-get 'type last) "delta")
+               (equal (alist-get 'id event) (alist-get 'id last))
+               (eql (alist-get 'choice event) (alist-get 'choice last)))
+          (push (alist-get 'text event) texts))
+         (t
+          (ob-chat-ai--merge-texts last texts)
+          (push event events)
+          (setq texts (list (alist-get 'text event)))))))
+    (ob-chat-ai--merge-texts (car events) texts)
+    (delete-region (point-min) (point))
+    (nreverse events)))
+
+(defun ob-chat-ai--merge-texts (event texts)
+  "Give delta EVENT the text of TEXTS, the last one first, when there are several."
+  (when (cdr texts)
+    (setf (alist-get 'text event) (apply #'concat (nreverse texts)))))
+
+(defun ob-chat-ai--parse-event (start end)
+  "Return the event on the line from START to END, or an error event about it.
+The line is in the current buffer; point is left after it.  Return
+nil for an empty line."
+  (prog1 (condition-case nil
+             (and (< start end)
+                  (save-restriction
+                    (narrow-to-region start end)
+                    (goto-char start)
+                    (json-parse-buffer :object-type 'alist :array-type 'list
+                                       :null-object nil :false-object nil)))
+           (json-error
+            `((type . "error") (kind . "helper")
+              (message . ,(format "the helper said something that is not JSON: %s"
+                                  (truncate-string-to-width
+                                   (buffer-substring-no-properties start end) 80))))))
+    (goto-char (1+ end))))
 
 (defun ob-chat-ai--dispatch (process event)
   "Hand EVENT from PROCESS to the callback of the request it belongs to."
@@ -168,8 +206,9 @@ or set `ob-chat-ai-helper-command'"
             (ob-chat-ai--finish (cdr entry)
                                 `((type . "error") (kind . "helper")
                                   (message . ,message))))))
-      (when (buffer-live-p stderr)
-        (kill-buffer stderr)))))
+      (dolist (buffer (list stderr (process-buffer process)))
+        (when (buffer-live-p buffer)
+          (kill-buffer buffer))))))
 
 (defun ob-chat-ai--exit-message (process stderr)
   "Return one line saying how helper PROCESS ended, from its STDERR buffer."

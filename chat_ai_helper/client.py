@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,14 +61,23 @@ class Client:
             session.close()
         self._sessions.clear()
 
-    def complete(self, request: ChatRequest) -> Iterator[Event]:
-        """Send REQUEST and yield the reply as `Delta`s and a final `Done`."""
+    def complete(
+        self, request: ChatRequest, before_wait: Callable[[], None] | None = None
+    ) -> Iterator[Event]:
+        """Send REQUEST and yield the reply as `Delta`s and a final `Done`.
+
+        BEFORE_WAIT, when given, is called each time every event of what
+        has come so far was yielded and reading on may wait for the
+        network: the moment for a caller to flush what it buffered.
+        """
         try:
-            yield from self._complete(request)
+            yield from self._complete(request, before_wait or _nothing)
         except requests.RequestException as error:
             raise _network_error(error, request) from None
 
-    def _complete(self, request: ChatRequest) -> Iterator[Event]:
+    def _complete(
+        self, request: ChatRequest, before_wait: Callable[[], None]
+    ) -> Iterator[Event]:
         response = self._session(request.base_url).post(
             request.url,
             data=json.dumps(request.body, ensure_ascii=False).encode("utf-8"),
@@ -82,13 +91,31 @@ class Client:
             if not request.stream:
                 yield from _read_completion(response, response.content, request.api_key)
                 return
-            chunks = response.iter_content(chunk_size=None)
+            chunks = _announcing_waits(
+                response.iter_content(chunk_size=None), before_wait
+            )
             first = next(chunks, b"")
             if first.lstrip().startswith(SSE_STARTS):
                 yield from _read_stream(itertools.chain([first], chunks), request)
             else:
                 body = first + b"".join(chunks)
                 yield from _read_completion(response, body, request.api_key)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _announcing_waits(
+    chunks: Iterator[bytes], before_wait: Callable[[], None]
+) -> Iterator[bytes]:
+    """Yield CHUNKS, calling BEFORE_WAIT before each read that may block."""
+    while True:
+        before_wait()
+        chunk = next(chunks, None)
+        if chunk is None:
+            return
+        yield chunk
 
 
 def _read_completion(

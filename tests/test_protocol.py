@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -9,6 +10,8 @@ from typing import Any
 
 from conftest import TEST_KEY
 from loopback_server import LoopbackServer
+
+from chat_ai_helper.protocol import EventWriter
 
 
 def serve(*requests: dict[str, Any] | str) -> list[dict[str, Any]]:
@@ -87,3 +90,31 @@ def test_partial_stream_then_error_keeps_the_deltas(server: LoopbackServer) -> N
     assert [e["type"] for e in events] == ["delta", "error"]
     assert events[0]["text"] == "é🎉"
     assert events[-1]["kind"] == "stream"
+
+
+def test_writer_passes_each_delta_on_when_writes_are_far_apart() -> None:
+    output = io.BytesIO()
+    writer = EventWriter(output, interval=0)
+    for text in ("a", "b"):
+        writer.delta("r", 0, text)
+        writer.flush()
+    lines = [json.loads(line) for line in output.getvalue().splitlines()]
+    assert [line["text"] for line in lines] == ["a", "b"]
+
+
+def test_writer_merges_deltas_that_come_close_together() -> None:
+    output = io.BytesIO()
+    writer = EventWriter(output, interval=3600)
+    writer.event({"id": "r", "type": "start"})
+    for text in ("Server-", "Sent ", "Events"):
+        writer.delta("r", 0, text)
+        writer.flush()
+    writer.delta("r", 1, "other choice")
+    assert output.getvalue().count(b"\n") == 1
+    writer.event({"id": "r", "type": "done"})
+    lines = [json.loads(line) for line in output.getvalue().splitlines()]
+    assert lines[1:] == [
+        {"id": "r", "type": "delta", "choice": 0, "text": "Server-Sent Events"},
+        {"id": "r", "type": "delta", "choice": 1, "text": "other choice"},
+        {"id": "r", "type": "done"},
+    ]
