@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +16,13 @@ from urllib.parse import urlsplit
 import requests
 
 from chat_ai_helper import __version__
-from chat_ai_helper.errors import APIError, NetworkError, StreamError, redact
+from chat_ai_helper.errors import (
+    APIError,
+    Cancelled,
+    NetworkError,
+    StreamError,
+    redact,
+)
 from chat_ai_helper.request import CONNECT_TIMEOUT, ChatRequest
 from chat_ai_helper.sse import iter_sse_data
 
@@ -41,19 +50,68 @@ class Done:
 Event = Delta | Done
 
 
+class Cancel:
+    """A switch that stops a request from another thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._set = False
+        self._responses: list[requests.Response] = []
+
+    def __call__(self) -> None:
+        """Stop the request: shut its connection down, so that a blocked read ends."""
+        with self._lock:
+            self._set = True
+            responses, self._responses = self._responses, []
+        for response in responses:
+            _hang_up(response)
+
+    @property
+    def is_set(self) -> bool:
+        """Return whether the request was cancelled."""
+        return self._set
+
+    def watch(self, response: requests.Response) -> None:
+        """Close RESPONSE when the request is cancelled, or now if it was."""
+        with self._lock:
+            if not self._set:
+                self._responses.append(response)
+                return
+        _hang_up(response)
+
+
+def _hang_up(response: requests.Response) -> None:
+    """Shut down RESPONSE's socket, waking a thread blocked reading it.
+
+    Closing a socket does not wake a read blocked on it in another
+    thread; shutting it down does.
+    """
+    connection = getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    response.close()
+
+
 class Client:
-    """Send chat requests, keeping one HTTP session per base URL."""
+    """Send chat requests, keeping one HTTP session per base URL.
+
+    One client may serve several threads at once.
+    """
 
     def __init__(self) -> None:
         self._sessions: dict[str, requests.Session] = {}
+        self._lock = threading.Lock()
 
     def _session(self, base_url: str) -> requests.Session:
-        session = self._sessions.get(base_url)
-        if session is None:
-            session = requests.Session()
-            session.headers["User-Agent"] = USER_AGENT
-            self._sessions[base_url] = session
-        return session
+        with self._lock:
+            session = self._sessions.get(base_url)
+            if session is None:
+                session = requests.Session()
+                session.headers["User-Agent"] = USER_AGENT
+                self._sessions[base_url] = session
+            return session
 
     def close(self) -> None:
         """Close every open connection."""
@@ -62,21 +120,31 @@ class Client:
         self._sessions.clear()
 
     def complete(
-        self, request: ChatRequest, before_wait: Callable[[], None] | None = None
+        self,
+        request: ChatRequest,
+        before_wait: Callable[[], None] | None = None,
+        cancel: Cancel | None = None,
     ) -> Iterator[Event]:
         """Send REQUEST and yield the reply as `Delta`s and a final `Done`.
 
         BEFORE_WAIT, when given, is called each time every event of what
         has come so far was yielded and reading on may wait for the
         network: the moment for a caller to flush what it buffered.
+        CANCEL, when given, stops the request from another thread; the
+        request then ends with `Cancelled`.
         """
+        cancel = cancel or Cancel()
         try:
-            yield from self._complete(request, before_wait or _nothing)
-        except requests.RequestException as error:
-            raise _network_error(error, request) from None
+            yield from self._complete(request, before_wait or _nothing, cancel)
+        except Exception as error:
+            if cancel.is_set:
+                raise Cancelled("cancelled") from None
+            if isinstance(error, requests.RequestException):
+                raise _network_error(error, request) from None
+            raise
 
     def _complete(
-        self, request: ChatRequest, before_wait: Callable[[], None]
+        self, request: ChatRequest, before_wait: Callable[[], None], cancel: Cancel
     ) -> Iterator[Event]:
         response = self._session(request.base_url).post(
             request.url,
@@ -85,7 +153,10 @@ class Client:
             timeout=(min(CONNECT_TIMEOUT, request.timeout), request.timeout),
             stream=request.stream,
         )
+        cancel.watch(response)
         with response:
+            if cancel.is_set:
+                raise Cancelled("cancelled")
             if response.status_code >= 400:
                 raise _api_error(response, request.api_key)
             if not request.stream:

@@ -89,6 +89,12 @@ class StreamError(ChatAIError):
     kind = "stream"
 
 
+class Cancelled(ChatAIError):
+    """The request was cancelled by its caller."""
+
+    kind = "cancelled"
+
+
 def redact(text: str, secret: str | None) -> str:
     """Return TEXT with every occurrence of SECRET, or a long part of it, masked."""
     if not secret:

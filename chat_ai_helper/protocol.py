@@ -1,8 +1,9 @@
 """The helper side of the Emacs protocol: requests in, events out, as JSON lines.
 
-Each line read is one request object (see ``docs/protocol.org``); each line
-written is one event carrying that request's ``id``: ``delta`` events with
-reply text, then exactly one ``done`` or ``error`` event.
+Each line read is one request object (see ``docs/protocol.org``), or a
+cancel message; each line written is one event carrying a request's ``id``:
+``delta`` events with reply text, then exactly one ``done`` or ``error``
+event.  Requests run concurrently, one thread each.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import time
 from collections.abc import Iterable
 from typing import IO, Any
 
-from chat_ai_helper.client import Client, Delta, Done
-from chat_ai_helper.errors import ChatAIError, ConfigError
+from chat_ai_helper.client import Cancel, Client, Delta, Done
+from chat_ai_helper.errors import Cancelled, ChatAIError, ConfigError
 from chat_ai_helper.request import parse_request
 
 
@@ -77,6 +78,12 @@ class EventWriter:
                 self._write_deltas()
                 self._push()
 
+    def forget(self, request_id: Any) -> None:
+        """Drop the pending deltas of REQUEST_ID."""
+        with self.lock:
+            for key in [key for key in self.pending if key[0] == request_id]:
+                del self.pending[key]
+
     def _write_deltas(self) -> None:
         for (request_id, choice), texts in self.pending.items():
             event = {"id": request_id, "type": "delta", "choice": choice}
@@ -91,18 +98,17 @@ class EventWriter:
             self.timer = None
 
 
-def answer(line: bytes | str, client: Client, writer: EventWriter) -> None:
-    """Run the request in LINE, writing its events with WRITER."""
-    request_id: Any = None
+def answer(envelope: Any, client: Client, writer: EventWriter, cancel: Cancel) -> None:
+    """Run the request ENVELOPE, writing its events with WRITER.
+
+    A cancelled request ends without another event: its caller has
+    already finished it.
+    """
+    request_id = envelope.get("id") if isinstance(envelope, dict) else None
     try:
-        try:
-            envelope = json.loads(line)
-        except ValueError as error:
-            raise ConfigError(f"the request is not valid JSON: {error}") from None
-        if isinstance(envelope, dict):
-            request_id = envelope.get("id")
         request = parse_request(envelope)
-        for event in client.complete(request, before_wait=writer.flush):
+        events = client.complete(request, before_wait=writer.flush, cancel=cancel)
+        for event in events:
             if isinstance(event, Delta):
                 writer.delta(request_id, event.choice, event.text)
             elif isinstance(event, Done):
@@ -115,17 +121,49 @@ def answer(line: bytes | str, client: Client, writer: EventWriter) -> None:
                         "model": event.model,
                     }
                 )
+    except Cancelled:
+        writer.forget(request_id)
     except ChatAIError as error:
         writer.event({"id": request_id, "type": "error", **error.to_event()})
 
 
 def serve(lines: Iterable[bytes], output: IO[bytes]) -> None:
-    """Answer each request line in LINES, writing events to OUTPUT as they come."""
+    """Answer the request lines in LINES, each in its own thread, until they end.
+
+    A line ``{"type": "cancel", "id": ID}`` cancels the request ID.  At
+    the end of LINES, wait for the requests still running.
+    """
     client = Client()
     writer = EventWriter(output)
+    running: dict[Any, tuple[threading.Thread, Cancel]] = {}
     try:
         for line in lines:
-            if line.strip():
-                answer(line, client, writer)
+            if not line.strip():
+                continue
+            try:
+                message = json.loads(line)
+            except ValueError as error:
+                problem = ConfigError(f"the request is not valid JSON: {error}")
+                writer.event({"id": None, "type": "error", **problem.to_event()})
+                continue
+            if isinstance(message, dict) and message.get("type") == "cancel":
+                entry = running.get(message.get("id"))
+                if entry:
+                    entry[1]()
+                continue
+            for request_id in [i for i, (t, _) in running.items() if not t.is_alive()]:
+                del running[request_id]
+            cancel = Cancel()
+            thread = threading.Thread(
+                target=answer, args=(message, client, writer, cancel), daemon=True
+            )
+            request_id = message.get("id") if isinstance(message, dict) else None
+            running[request_id if request_id is not None else id(thread)] = (
+                thread,
+                cancel,
+            )
+            thread.start()
+        for thread, _ in running.values():
+            thread.join()
     finally:
         client.close()

@@ -16,7 +16,9 @@ it answers is chosen by the request's model name:
 - ``stream-error``: streams a little, then an error object in the stream;
 - ``slow``: waits ``CHAT_AI_TEST_DELAY`` seconds (default 0.05) per delta;
 - ``empty``: a reply with no text at all;
-- ``long-N``: replies with N numbered words, one delta each.
+- ``long-N``: replies with N numbered words, one delta each;
+- ``hang``: streams the first delta, then waits until the client closes
+  the connection (counted in ``hung_up``), at most 30 seconds.
 
 Run as a script, it prints ``{"port": N}`` and then one JSON line per
 request received, so a test in another process (Emacs) can check them.
@@ -42,6 +44,7 @@ class LoopbackServer(ThreadingHTTPServer):
     def __init__(self, port: int = 0, echo: bool = False) -> None:
         super().__init__(("127.0.0.1", port), Handler)
         self.received: list[dict[str, Any]] = []
+        self.hung_up = 0
         self.echo = echo
         self.lock = threading.Lock()
 
@@ -157,6 +160,10 @@ class Handler(BaseHTTPRequestHandler):
         ]
         if model in ("cut", "stream-error"):
             pieces = pieces[:2]
+        if model == "hang":
+            self.send_event({"model": model, "choices": [chunk(0, {"content": "…"})]})
+            self.wait_for_hang_up()
+            return
         for i, piece in pieces:
             self.send_event({"model": model, "choices": [chunk(i, {"content": piece})]})
             if model == "slow":
@@ -178,6 +185,18 @@ class Handler(BaseHTTPRequestHandler):
             if model != "no-done":
                 self.send_chunk(b"data: [DONE]\n\n")
         self.send_chunk(b"")
+
+    def wait_for_hang_up(self) -> None:
+        """Wait until the client closes the connection, then count it."""
+        self.connection.settimeout(30)
+        try:
+            hung_up = self.rfile.read(1) == b""
+        except OSError:
+            hung_up = False
+        self.close_connection = True
+        if hung_up:
+            with self.server.lock:
+                self.server.hung_up += 1
 
     def send_event(self, payload: dict[str, Any]) -> None:
         """Send PAYLOAD as one SSE event, its bytes split across two chunks."""

@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
 from conftest import TEST_KEY
@@ -118,3 +119,84 @@ def test_writer_merges_deltas_that_come_close_together() -> None:
         {"id": "r", "type": "delta", "choice": 1, "text": "other choice"},
         {"id": "r", "type": "done"},
     ]
+
+
+def wait_for_hang_ups(server: LoopbackServer, count: int) -> int:
+    """Return the server's count of hung-up clients once it reaches COUNT."""
+    deadline = time.monotonic() + 10
+    while server.hung_up < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return server.hung_up
+
+
+class Helper:
+    """A running ``--serve`` helper, fed one line at a time."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "chat_ai_helper", "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")
+        self.process.stdin.flush()
+
+    def read(self) -> dict[str, Any]:
+        assert self.process.stdout
+        line = self.process.stdout.readline()
+        assert line, "the helper ended its output"
+        event: dict[str, Any] = json.loads(line)
+        return event
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Close the helper's input and return the events it still writes."""
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.close()
+        rest = self.process.stdout.read()
+        assert self.process.wait(timeout=30) == 0
+        return [json.loads(line) for line in rest.decode().splitlines()]
+
+
+def test_a_request_answers_while_another_still_streams(
+    server: LoopbackServer,
+) -> None:
+    helper = Helper()
+    helper.send(envelope(server, "slow-one", model="hang", stream=True))
+    assert helper.read() == {
+        "id": "slow-one",
+        "type": "delta",
+        "choice": 0,
+        "text": "…",
+    }
+    helper.send(envelope(server, "quick", stream=True))
+    events = [helper.read()]
+    while events[-1]["type"] != "done":
+        events.append(helper.read())
+    assert {e["id"] for e in events} == {"quick"}
+    assert "".join(e.get("text", "") for e in events) == "é🎉"
+    helper.send({"type": "cancel", "id": "slow-one"})
+    assert helper.finish() == []
+    assert wait_for_hang_ups(server, 1) == 1
+
+
+def test_cancelling_one_request_leaves_the_others_alone(
+    server: LoopbackServer,
+) -> None:
+    helper = Helper()
+    helper.send(envelope(server, "keep", model="hang", stream=True))
+    helper.send(envelope(server, "drop", model="hang", stream=True))
+    first = {helper.read()["id"], helper.read()["id"]}
+    assert first == {"keep", "drop"}
+    helper.send({"type": "cancel", "id": "drop"})
+    helper.send({"type": "cancel", "id": "no-such-request"})
+    helper.send(envelope(server, "after", stream=False))
+    event = helper.read()
+    assert (event["id"], event["type"]) == ("after", "delta")
+    assert helper.read()["type"] == "done"
+    assert wait_for_hang_ups(server, 1) == 1
+    helper.send({"type": "cancel", "id": "keep"})
+    assert helper.finish() == []
+    assert wait_for_hang_ups(server, 2) == 2
