@@ -19,6 +19,12 @@
 ;; `ob-chat-ai-process-wait' waits for it, and `ob-chat-ai-process-cancel'
 ;; drops it.  Nothing secret is put on the command line: the request,
 ;; key included, goes through the pipe.
+;;
+;; One helper serves all requests (`ob-chat-ai-persistent-helper'): it is
+;; started on first use, restarted after it dies, and told to exit when
+;; it has been idle for `ob-chat-ai-helper-idle-timeout' seconds.  Each
+;; helper process keeps its open requests, by id, in its property
+;; `ob-chat-ai-requests'.
 
 ;;; Code:
 
@@ -42,6 +48,22 @@ Python part (pip install it from the package directory).  To use a
 virtual environment, give the full path to its chat-ai, or a Python
 and the arguments \"-m\" \"chat_ai_helper\" \"--serve\"."
   :type '(repeat string))
+
+(defcustom ob-chat-ai-persistent-helper t
+  "Whether one long-lived helper serves every request.
+When non-nil, the helper is started on first use and then answers
+all requests, several at once, reusing its connections to each
+server; it is restarted when it has died or when
+`ob-chat-ai-helper-command' or `process-environment' has changed.
+When nil, each request starts a helper of its own, which exits
+when the request ends."
+  :type 'boolean)
+
+(defcustom ob-chat-ai-helper-idle-timeout 300
+  "Seconds the persistent helper may stay idle before it is stopped.
+It is started again on the next request.  nil keeps it running until
+Emacs exits."
+  :type '(choice (number :tag "Seconds") (const :tag "Never stop" nil)))
 
 ;;;; Errors
 
@@ -69,24 +91,59 @@ and the arguments \"-m\" \"chat_ai_helper\" \"--serve\"."
 
 ;;;; The helper process
 
+(defvar ob-chat-ai--helper nil
+  "The persistent helper process, or nil before it is started.")
+
+(defvar ob-chat-ai--idle-timer nil
+  "The timer that stops the persistent helper once it has been idle.")
+
 (defun ob-chat-ai-process-send (envelope &rest callbacks)
-  "Send ENVELOPE, a request alist, to a new helper and return its request.
+  "Send ENVELOPE, a request alist, to the helper and return its request.
 CALLBACKS are keyword arguments: :on-delta is called with each
 `delta' event, :on-finish with the final `done' or `error' event.
-Events are alists with symbol keys, as `json-parse-string' makes them."
+Events are alists with symbol keys, as `json-parse-string' makes them.
+The request goes to the persistent helper, started when needed, or
+to a helper of its own when `ob-chat-ai-persistent-helper' is nil."
   (let* ((id (number-to-string (cl-incf ob-chat-ai--next-id)))
          (request (ob-chat-ai-request--create
                    :id id
                    :on-delta (plist-get callbacks :on-delta)
                    :on-finish (plist-get callbacks :on-finish)))
-         (process (ob-chat-ai--start-helper)))
+         (process (if ob-chat-ai-persistent-helper
+                      (ob-chat-ai--persistent-helper)
+                    (ob-chat-ai--start-helper))))
     (setf (ob-chat-ai-request-process request) process)
-    (process-put process 'ob-chat-ai-requests (list (cons id request)))
+    (process-put process 'ob-chat-ai-requests
+                 (cons (cons id request)
+                       (process-get process 'ob-chat-ai-requests)))
     (process-send-string
      process
      (concat (json-serialize (cons (cons 'id id) envelope)) "\n"))
-    (process-send-eof process)
+    (unless ob-chat-ai-persistent-helper
+      (process-send-eof process))
     request))
+
+(defun ob-chat-ai--persistent-helper ()
+  "Return the persistent helper, starting it when it is not running.
+A helper started with another command or environment than the
+current ones is told to finish its requests and exit, and a new one
+takes its place."
+  (when ob-chat-ai--idle-timer
+    (cancel-timer ob-chat-ai--idle-timer)
+    (setq ob-chat-ai--idle-timer nil))
+  (let ((helper ob-chat-ai--helper))
+    (unless (and (process-live-p helper)
+                 (equal (process-get helper 'ob-chat-ai-setup)
+                        (ob-chat-ai--helper-setup)))
+      (when (process-live-p helper)
+        (process-send-eof helper))
+      (setq helper (ob-chat-ai--start-helper)
+            ob-chat-ai--helper helper))
+    helper))
+
+(defun ob-chat-ai--helper-setup ()
+  "Return what a helper started now would be started with."
+  (list ob-chat-ai-helper-command process-environment))
 
 (defun ob-chat-ai--start-helper ()
   "Start a helper process and return it."
@@ -107,9 +164,37 @@ or set `ob-chat-ai-helper-command'"
                    :stderr stderr
                    :filter #'ob-chat-ai--filter
                    :sentinel #'ob-chat-ai--sentinel)))
-    (set-process-query-on-exit-flag (get-buffer-process stderr) nil)
+    (let ((pipe (get-buffer-process stderr)))
+      (set-process-query-on-exit-flag pipe nil)
+      (set-process-sentinel pipe #'ignore))
     (process-put process 'ob-chat-ai-stderr stderr)
+    (process-put process 'ob-chat-ai-setup (ob-chat-ai--helper-setup))
     process))
+
+(defun ob-chat-ai-process-open-requests ()
+  "Return the requests that are waiting for their final event, in all helpers."
+  (seq-mapcat (lambda (process)
+                (and (process-get process 'ob-chat-ai-setup)
+                     (mapcar #'cdr (process-get process 'ob-chat-ai-requests))))
+              (process-list)))
+
+(defun ob-chat-ai--when-idle (process)
+  "Arrange for persistent helper PROCESS to stop once it has been idle long enough."
+  (when (and (eq process ob-chat-ai--helper)
+             (null (process-get process 'ob-chat-ai-requests))
+             ob-chat-ai-helper-idle-timeout)
+    (when ob-chat-ai--idle-timer
+      (cancel-timer ob-chat-ai--idle-timer))
+    (setq ob-chat-ai--idle-timer
+          (run-with-timer ob-chat-ai-helper-idle-timeout nil
+                          #'ob-chat-ai--stop-idle-helper process))))
+
+(defun ob-chat-ai--stop-idle-helper (process)
+  "Close the input of helper PROCESS if it still has no request, so that it exits."
+  (setq ob-chat-ai--idle-timer nil)
+  (when (and (process-live-p process)
+             (null (process-get process 'ob-chat-ai-requests)))
+    (process-send-eof process)))
 
 (defun ob-chat-ai--filter (process output)
   "Handle OUTPUT from helper PROCESS: dispatch the events of its complete lines."
@@ -183,7 +268,12 @@ nil for an empty line."
 
 (defun ob-chat-ai--finish (request event)
   "Record EVENT as the end of REQUEST and run its finish callback."
-  (setf (ob-chat-ai-request-final request) event)
+  (let ((process (ob-chat-ai-request-process request)))
+    (setf (ob-chat-ai-request-final request) event)
+    (process-put process 'ob-chat-ai-requests
+                 (seq-remove (lambda (entry) (eq (cdr entry) request))
+                             (process-get process 'ob-chat-ai-requests)))
+    (ob-chat-ai--when-idle process))
   (ob-chat-ai--call (ob-chat-ai-request-on-finish request) event))
 
 (defun ob-chat-ai--call (callback event)
@@ -196,10 +286,10 @@ nil for an empty line."
 (defun ob-chat-ai--sentinel (process _change)
   "Finish every open request of PROCESS once the helper has exited."
   (unless (process-live-p process)
-    (let ((open (seq-remove (lambda (entry)
-                              (ob-chat-ai-request-finished-p (cdr entry)))
-                            (process-get process 'ob-chat-ai-requests)))
+    (let ((open (process-get process 'ob-chat-ai-requests))
           (stderr (process-get process 'ob-chat-ai-stderr)))
+      (when (eq process ob-chat-ai--helper)
+        (setq ob-chat-ai--helper nil))
       (when open
         (let ((message (ob-chat-ai--exit-message process stderr)))
           (dolist (entry open)
@@ -228,12 +318,20 @@ nil for an empty line."
             (if last-line (concat ": " last-line) ""))))
 
 (defun ob-chat-ai-process-cancel (request)
-  "Drop REQUEST: stop its helper and finish it as cancelled."
-  (unless (ob-chat-ai-request-finished-p request)
-    (ob-chat-ai--finish request '((type . "error") (kind . "cancelled")
-                                  (message . "cancelled"))))
+  "Drop REQUEST and finish it as cancelled.
+The persistent helper is told to stop the request; a helper of the
+request's own is stopped."
   (let ((process (ob-chat-ai-request-process request)))
-    (when (process-live-p process)
+    (unless (ob-chat-ai-request-finished-p request)
+      (when (and (process-live-p process) (eq process ob-chat-ai--helper))
+        (process-send-string
+         process
+         (concat (json-serialize `((type . "cancel")
+                                   (id . ,(ob-chat-ai-request-id request))))
+                 "\n")))
+      (ob-chat-ai--finish request '((type . "error") (kind . "cancelled")
+                                    (message . "cancelled"))))
+    (when (and (process-live-p process) (not (eq process ob-chat-ai--helper)))
       (delete-process process))))
 
 (defun ob-chat-ai-process-wait (request)

@@ -125,6 +125,19 @@ keys and base URLs of the environment and of auth-source are hidden."
         (goto-char where)
         (org-babel-read-result)))))
 
+(defun ob-chat-ai-test-wait (condition)
+  "Wait until CONDITION returns non-nil, handling process output meanwhile."
+  (with-timeout (20 (error "Gave up waiting for %S" condition))
+    (while (not (funcall condition))
+      (accept-process-output nil 0.02))))
+
+(defun ob-chat-ai-test-helpers ()
+  "Return the live chat-ai helper processes."
+  (seq-filter (lambda (process)
+                (and (process-live-p process)
+                     (process-get process 'ob-chat-ai-setup)))
+              (process-list)))
+
 (defun ob-chat-ai-test-user-error (function)
   "Call FUNCTION and return the message of the `user-error' it signals."
   (let ((caught (should-error (funcall function) :type 'user-error)))
@@ -446,18 +459,12 @@ is the server running?"))))
   (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
     (let ((ob-chat-ai-helper-command
            (list ob-chat-ai-test-python "-c"
-                 "import sys; sys.stdin.read(); sys.stderr.write('Traceback\\nboom\\n'); sys.exit(3)")))
+                 "import sys; sys.stdin.readline(); sys.stderr.write('Traceback\\nboom\\n'); sys.exit(3)")))
       (should (equal (ob-chat-ai-test-run)
                      "chat-ai error: the helper exited with status 3 before answering: boom"))
-      (should (seq-every-p (lambda (process) (not (process-live-p process)))
-                           (seq-filter (lambda (process)
-                                         (string-prefix-p "chat-ai"
-                                                          (process-name process)))
-                                       (process-list)))))))
+      (should-not ob-chat-ai--helper)
+      (ob-chat-ai-test-wait (lambda () (null (ob-chat-ai-test-helpers)))))))
 
-(provide 'test-ob-chat-ai)
-
-;;; test-ob-chat-ai.el ends here
 
 ;;;; Tests: asynchronous replies
 
@@ -470,24 +477,11 @@ is the server running?"))))
        (unwind-protect (progn ,@body)
          (ob-chat-ai-cancel-all)))))
 
-(defun ob-chat-ai-test-wait (condition)
-  "Wait until CONDITION returns non-nil, handling process output meanwhile."
-  (with-timeout (20 (error "Gave up waiting for %S" condition))
-    (while (not (funcall condition))
-      (accept-process-output nil 0.02))))
-
 (defun ob-chat-ai-test-idle ()
-  "Wait until no chat-ai request or helper is left, then return the buffer text."
+  "Wait until no chat-ai request is left, then return the buffer text."
   (ob-chat-ai-test-wait (lambda () (and (null ob-chat-ai--jobs)
-                                        (null (ob-chat-ai-test-helpers)))))
+                                        (null (ob-chat-ai-process-open-requests)))))
   (buffer-string))
-
-(defun ob-chat-ai-test-helpers ()
-  "Return the live chat-ai helper processes."
-  (seq-filter (lambda (process)
-                (and (process-live-p process)
-                     (string-prefix-p "chat-ai" (process-name process))))
-              (process-list)))
 
 (defun ob-chat-ai-test-execute (search)
   "Execute the block whose first line matches SEARCH."
@@ -501,8 +495,7 @@ is the server running?"))))
     (should (string-suffix-p "#+RESULTS:\n: chat-ai: waiting for slow...\n"
                              (buffer-string)))
     (should (= 1 (length ob-chat-ai--jobs)))
-    (should (string-suffix-p "#+RESULTS:\n: abcdefghijkl\n" (ob-chat-ai-test-idle)))
-    (should-not (ob-chat-ai-test-helpers))))
+    (should (string-suffix-p "#+RESULTS:\n: abcdefghijkl\n" (ob-chat-ai-test-idle)))))
 
 (ert-deftest ob-chat-ai-test-async-text-grows-in-place ()
   (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabc\ndef\nghi\n#+end_src\n\nAfter.\n"
@@ -563,7 +556,7 @@ is the server running?"))))
                "#\\+RESULTS:\n: abcdef.*\n: \n: \\[chat-ai: cancelled; the reply is incomplete\\]\n\\'"
                text))
       (should-not (string-search "xyz" (substring text (string-search "#+RESULTS:" text)))))
-    (should-not (ob-chat-ai-test-helpers))
+    (should-not (ob-chat-ai-process-open-requests))
     (should-error (ob-chat-ai-cancel) :type 'user-error)))
 
 (ert-deftest ob-chat-ai-test-async-two-blocks-at-once ()
@@ -580,14 +573,7 @@ second reply
     (ob-chat-ai-test-execute "chat-ai")
     (ob-chat-ai-test-execute "^\\* Two\n#\\+begin_src")
     (should (= 2 (length ob-chat-ai--jobs)))
-    (should (= 2 (length (seq-uniq
-                          (mapcar (lambda (job)
-                                    (ob-chat-ai-request-process (ob-chat-ai--job-request job)))
-                                  (seq-filter (lambda (job)
-                                                (process-live-p
-                                                 (ob-chat-ai-request-process
-                                                  (ob-chat-ai--job-request job))))
-                                              ob-chat-ai--jobs))))))
+    (should (equal (ob-chat-ai-test-helpers) (list ob-chat-ai--helper)))
     (should (equal (ob-chat-ai-test-idle)
                    "* One
 #+begin_src chat-ai :model slow
@@ -634,7 +620,7 @@ A line typed below.
     (forward-line)
     (delete-region (point) (progn (re-search-forward "^After") (match-beginning 0)))
     (should (equal (ob-chat-ai-test-idle) "Before.\nAfter.\n"))
-    (should-not (ob-chat-ai-test-helpers))))
+    (should-not (ob-chat-ai-process-open-requests))))
 
 (ert-deftest ob-chat-ai-test-async-killed-buffer-drops-the-request ()
   (let ((ob-chat-ai-async 'always)
@@ -644,7 +630,7 @@ A line typed below.
       (ob-chat-ai-test-execute "chat-ai")
       (ob-chat-ai-test-wait (lambda () (string-search ": abc" (buffer-string))))
       (kill-buffer (current-buffer))
-      (ob-chat-ai-test-wait (lambda () (null (ob-chat-ai-test-helpers))))
+      (ob-chat-ai-test-wait (lambda () (null (ob-chat-ai-process-open-requests))))
       (should-not ob-chat-ai--jobs))
     (should (equal (with-current-buffer other (buffer-string)) ""))
     (kill-buffer other)))
@@ -689,3 +675,82 @@ quiet
 "
     (ob-chat-ai-test-execute "chat-ai")
     (should (string-suffix-p "#+RESULTS:\n: QUIET\n" (buffer-string)))))
+
+;;;; Tests: the persistent helper
+
+(ert-deftest ob-chat-ai-test-one-helper-serves-block-after-block ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nfirst\n#+end_src\n"
+    (should (equal (ob-chat-ai-test-run) "first"))
+    (let ((helper ob-chat-ai--helper))
+      (should (process-live-p helper))
+      (erase-buffer)
+      (insert "#+begin_src chat-ai :model m :stream no\nsecond\n#+end_src\n")
+      (should (equal (ob-chat-ai-test-run) "second"))
+      (should (eq ob-chat-ai--helper helper))
+      (should (equal (ob-chat-ai-test-helpers) (list helper))))))
+
+(ert-deftest ob-chat-ai-test-a-killed-helper-is-restarted ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nagain\n#+end_src\n"
+    (should (equal (ob-chat-ai-test-run) "again"))
+    (let ((helper ob-chat-ai--helper))
+      (kill-process helper)
+      (ob-chat-ai-test-wait (lambda () (not (process-live-p helper))))
+      (should (equal (ob-chat-ai-test-run) "again"))
+      (should (process-live-p ob-chat-ai--helper))
+      (should-not (eq ob-chat-ai--helper helper)))))
+
+(ert-deftest ob-chat-ai-test-idle-helper-exits-and-comes-back ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nidle\n#+end_src\n"
+    (let ((ob-chat-ai-helper-idle-timeout 0.2))
+      (should (equal (ob-chat-ai-test-run) "idle"))
+      (let ((helper ob-chat-ai--helper))
+        (ob-chat-ai-test-wait (lambda () (not (process-live-p helper))))
+        (should (zerop (process-exit-status helper)))
+        (should-not (ob-chat-ai-test-helpers))
+        (should (equal (ob-chat-ai-test-run) "idle"))))))
+
+(ert-deftest ob-chat-ai-test-cancelling-one-block-leaves-the-other-streaming ()
+  (ob-chat-ai-test-async "* One
+#+begin_src chat-ai :model slow
+abcdefghijklmnopqrstuvwxyz
+#+end_src
+
+* Two
+#+begin_src chat-ai :model slow
+the other block
+#+end_src
+"
+    (ob-chat-ai-test-execute "chat-ai")
+    (ob-chat-ai-test-execute "^\\* Two\n#\\+begin_src")
+    (ob-chat-ai-test-wait (lambda () (string-search ": abc" (buffer-string))))
+    (goto-char (point-min))
+    (re-search-forward "chat-ai")
+    (ob-chat-ai-cancel)
+    (let ((text (ob-chat-ai-test-idle)))
+      (should (string-match-p "cancelled; the reply is incomplete\\]\n\n\\* Two" text))
+      (should (string-suffix-p "#+RESULTS:\n: the other block\n" text)))
+    (should (equal (ob-chat-ai-test-helpers) (list ob-chat-ai--helper)))))
+
+(ert-deftest ob-chat-ai-test-one-helper-per-request-when-asked ()
+  (let ((ob-chat-ai-persistent-helper nil))
+    (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabcdefghijklmnopqrstuvwxyz\n#+end_src\n"
+      (when (process-live-p ob-chat-ai--helper)
+        (kill-process ob-chat-ai--helper)
+        (ob-chat-ai-test-wait (lambda () (null ob-chat-ai--helper))))
+      (ob-chat-ai-test-execute "chat-ai")
+      (ob-chat-ai-test-wait (lambda () (string-search ": abc" (buffer-string))))
+      (should (= 1 (length (ob-chat-ai-test-helpers))))
+      (should-not ob-chat-ai--helper)
+      (ob-chat-ai-cancel)
+      (ob-chat-ai-test-wait (lambda () (null (ob-chat-ai-test-helpers))))
+      (should (string-match-p "cancelled; the reply is incomplete\\]\n\\'"
+                              (ob-chat-ai-test-idle)))
+      (erase-buffer)
+      (insert "#+begin_src chat-ai :model m\nalone\n#+end_src\n")
+      (ob-chat-ai-test-execute "chat-ai")
+      (should (string-suffix-p "#+RESULTS:\n: alone\n" (ob-chat-ai-test-idle)))
+      (ob-chat-ai-test-wait (lambda () (null (ob-chat-ai-test-helpers)))))))
+
+(provide 'test-ob-chat-ai)
+
+;;; test-ob-chat-ai.el ends here
