@@ -16,6 +16,7 @@ demo: venv system-deps
 	  -l scripts/demo.el examples/demo.org
 
 bench: venv system-deps
+	$(VPY) bench/helper_bench.py
 	$(VPY) bench/stream_bench.py
 
 venv: $(VENV)/.installed

@@ -154,6 +154,8 @@ takes its place."
 or set `ob-chat-ai-helper-command'"
                             program)))))
   (let* ((stderr (generate-new-buffer " *chat-ai helper stderr*"))
+         ;; Adaptive buffering would hold back the helper's short lines.
+         (process-adaptive-read-buffering nil)
          (process (make-process
                    :name "chat-ai"
                    :command ob-chat-ai-helper-command
@@ -339,7 +341,7 @@ request's own is stopped."
 Quitting (\\[keyboard-quit]) while waiting cancels the request."
   (condition-case nil
       (while (not (ob-chat-ai-request-finished-p request))
-        (accept-process-output nil 0.05))
+        (accept-process-output (ob-chat-ai-request-process request) 0.05))
     (quit (ob-chat-ai-process-cancel request)
           (signal 'quit nil)))
   (ob-chat-ai-request-final request))

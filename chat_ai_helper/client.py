@@ -168,6 +168,9 @@ class Client:
             first = next(chunks, b"")
             if first.lstrip().startswith(SSE_STARTS):
                 yield from _read_stream(itertools.chain([first], chunks), request)
+                with contextlib.suppress(requests.RequestException):
+                    for _ in chunks:
+                        pass
             else:
                 body = first + b"".join(chunks)
                 yield from _read_completion(response, body, request.api_key)

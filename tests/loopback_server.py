@@ -20,6 +20,8 @@ it answers is chosen by the request's model name:
 - ``hang``: streams the first delta, then waits until the client closes
   the connection (counted in ``hung_up``), at most 30 seconds.
 
+It counts the connections it accepted in ``connections``.
+
 Run as a script, it prints ``{"port": N}`` and then one JSON line per
 request received, so a test in another process (Emacs) can check them.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -45,8 +48,14 @@ class LoopbackServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), Handler)
         self.received: list[dict[str, Any]] = []
         self.hung_up = 0
+        self.connections = 0
         self.echo = echo
         self.lock = threading.Lock()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay quiet when a client hangs up; report anything else."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     @property
     def base_url(self) -> str:
@@ -67,6 +76,13 @@ class Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server: LoopbackServer
+
+    def setup(self) -> None:
+        """Send each write at once, as production servers do (no Nagle delay)."""
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.server.lock:
+            self.server.connections += 1
 
     def log_message(self, format: str, *args: Any) -> None:
         """Keep the test output quiet."""

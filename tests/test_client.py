@@ -161,3 +161,20 @@ def _stream(server: LoopbackServer, model: str, text: str) -> Any:
         timeout=10,
     )
     return Client().complete(request)
+
+
+def test_one_connection_serves_request_after_request(server: LoopbackServer) -> None:
+    client = Client()
+    for stream in (True, False, True, True, False):
+        request = ChatRequest(
+            body={
+                "model": "m",
+                "stream": stream,
+                "messages": [{"role": "user", "content": "again"}],
+            },
+            base_url=server.base_url,
+            timeout=10,
+        )
+        assert text_of(list(client.complete(request))) == "again"
+    client.close()
+    assert server.connections == 1
