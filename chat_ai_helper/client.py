@@ -168,9 +168,6 @@ class Client:
             first = next(chunks, b"")
             if first.lstrip().startswith(SSE_STARTS):
                 yield from _read_stream(itertools.chain([first], chunks), request)
-                with contextlib.suppress(requests.RequestException):
-                    for _ in chunks:
-                        pass
             else:
                 body = first + b"".join(chunks)
                 yield from _read_completion(response, body, request.api_key)
@@ -245,6 +242,11 @@ def _read_stream(chunks: Iterator[bytes], request: ChatRequest) -> Iterator[Even
         raise StreamError(
             "the connection closed mid-stream; the reply is incomplete"
         ) from None
+    # Read on to the end of the body, as OpenAI's own SDK does, so that the
+    # connection goes back to the pool before the next request needs it.
+    with contextlib.suppress(requests.RequestException):
+        for _ in chunks:
+            pass
     yield Done([reasons[index] for index in sorted(reasons)], usage, model)
 
 

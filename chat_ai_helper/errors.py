@@ -89,6 +89,12 @@ class StreamError(ChatAIError):
     kind = "stream"
 
 
+class LocalServerError(ChatAIError):
+    """The local model server could not be found, started or stopped."""
+
+    kind = "local"
+
+
 class Cancelled(ChatAIError):
     """The request was cancelled by its caller."""
 

@@ -10,8 +10,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from chat_ai_helper.errors import ConfigError
+from chat_ai_helper.providers import DEFAULT_BASE_URL, provider
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_TIMEOUT = 600.0
 CONNECT_TIMEOUT = 10.0
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -239,10 +239,11 @@ def parse_request(
     """Check ENVELOPE, a request object as Emacs sends it, and return it parsed.
 
     The envelope holds ``body`` (the chat-completions request) and optionally
-    ``id``, ``base_url``, ``api_key``, ``headers`` and ``timeout``.  A missing
-    base URL or key is taken from ENVIRON (``OPENAI_BASE_URL``,
-    ``OPENAI_API_KEY``); a key is optional for a server on loopback, and
-    when REQUIRE_KEY is false.
+    ``id``, ``provider``, ``base_url``, ``api_key``, ``headers`` and
+    ``timeout``.  A missing base URL is the provider's (see
+    `chat_ai_helper.providers`; ``openai`` by default), a missing key is
+    taken from ENVIRON (``OPENAI_API_KEY``); a key is optional for a server
+    on loopback, and when REQUIRE_KEY is false.
     """
     environ = os.environ if environ is None else environ
     if not isinstance(envelope, dict):
@@ -250,9 +251,10 @@ def parse_request(
     request_id = envelope.get("id")
     if request_id is not None and not isinstance(request_id, str | int):
         raise ConfigError("id must be a string or a number", "id")
-    base_url = (
-        envelope.get("base_url") or environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-    )
+    name = envelope.get("provider") or "openai"
+    if not isinstance(name, str):
+        raise ConfigError("provider must be a name", "provider")
+    base_url = envelope.get("base_url") or provider(name, environ).base_url
     if not isinstance(base_url, str) or urlsplit(base_url).scheme not in (
         "http",
         "https",

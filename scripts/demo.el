@@ -3,11 +3,11 @@
 ;;; Commentary:
 
 ;; Usage: emacs -Q --batch -L . --eval '(setq chat-ai-demo-helper "PATH")'
-;;          -l scripts/demo.el FILE.org
+;;          --eval '(setq ob-chat-ai-provider "local")' -l scripts/demo.el FILE.org
 ;; Runs each chat-ai block of FILE.org in a copy of it, prints the copy
-;; with its results, and exits 1 if any block failed.  Needs
-;; OPENAI_API_KEY (or OPENAI_BASE_URL for a local server); CHAT_AI_MODEL
-;; sets the model.
+;; with its results, and exits 1 if any block failed.  With the openai
+;; provider it needs OPENAI_API_KEY (or OPENAI_BASE_URL for another
+;; server); CHAT_AI_MODEL sets the model.
 
 ;;; Code:
 
@@ -18,16 +18,18 @@
 
 (let ((file (pop command-line-args-left))
       (failures 0))
-  (unless (or (getenv "OPENAI_API_KEY") (getenv "OPENAI_BASE_URL"))
-    (message "make demo needs a model to talk to: set OPENAI_API_KEY (and \
-CHAT_AI_MODEL to pick a model), or OPENAI_BASE_URL for an OpenAI-compatible \
-server such as Ollama or llama.cpp.")
+  (when (and (equal ob-chat-ai-provider "openai")
+             (not (or (getenv "OPENAI_API_KEY") (getenv "OPENAI_BASE_URL"))))
+    (message "make demo PROVIDER=openai needs OPENAI_API_KEY (and CHAT_AI_MODEL \
+to pick a model), or OPENAI_BASE_URL for another OpenAI-compatible server; \
+plain `make demo' needs neither.")
     (kill-emacs 2))
   (setq ob-chat-ai-helper-command (list chat-ai-demo-helper "--serve")
         org-confirm-babel-evaluate nil)
   (when (getenv "CHAT_AI_MODEL")
-    (setf (alist-get :model org-babel-default-header-args:chat-ai)
-          (getenv "CHAT_AI_MODEL")))
+    (setq ob-chat-ai-model (getenv "CHAT_AI_MODEL")))
+  (message "Asking %s%s..." ob-chat-ai-provider
+           (if (equal ob-chat-ai-provider "local") " (SmolLM2-135M, on this machine)" ""))
   (with-temp-buffer
     (insert-file-contents file)
     (org-mode)
@@ -35,16 +37,17 @@ server such as Ollama or llama.cpp.")
       (when (equal lang "chat-ai")
         (condition-case err
             (let ((result (org-babel-execute-src-block)))
-              (when (and (stringp result)
-                         (string-match-p "^chat-ai error: " result))
+              (when (or (not (stringp result))
+                        (string-empty-p (string-trim result))
+                        (string-match-p "^chat-ai error: " result))
                 (setq failures (1+ failures))))
           (error
            (setq failures (1+ failures))
            (message "%s" (error-message-string err))))))
     (princ (buffer-string)))
-  (message "\n%s" (if (zerop failures)
-                      "Every block answered."
-                    (format "%d block(s) failed." failures)))
+  (princ (format "\n%s\n" (if (zerop failures)
+                              "Every block answered."
+                            (format "%d block(s) failed." failures))))
   (kill-emacs (if (zerop failures) 0 1)))
 
 ;;; demo.el ends here

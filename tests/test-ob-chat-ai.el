@@ -93,7 +93,7 @@ keys and base URLs of the environment and of auth-source are hidden."
   `(let ((base-url (ob-chat-ai-test-server))
          (process-environment (seq-remove
                                (lambda (entry)
-                                 (string-match-p "\\`OPENAI_" entry))
+                                 (string-match-p "\\`\\(OPENAI_\\|CHAT_AI_LOCAL_\\)" entry))
                                process-environment))
          (auth-sources nil)
          (auth-source-do-cache nil)
@@ -329,6 +329,32 @@ hi
     (let ((ob-chat-ai-base-url "http://127.0.0.1:9/unused"))
       (setenv "OPENAI_BASE_URL" "http://127.0.0.1:9/also-unused")
       (should (equal (ob-chat-ai-test-run) "hi")))))
+
+;;;; Tests: providers
+
+(ert-deftest ob-chat-ai-test-provider-sets-the-address-and-default-model ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :provider local\nhi\n#+end_src\n"
+    (let ((ob-chat-ai-base-url "http://127.0.0.1:9/unused"))
+      (setenv "CHAT_AI_LOCAL_URL" base-url)
+      (should (equal (ob-chat-ai-test-run) "hi"))
+      (should (equal (alist-get 'model (ob-chat-ai-test-body)) "smollm2"))))
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :provider local :model other\nhi\n#+end_src\n"
+    (setenv "CHAT_AI_LOCAL_URL" base-url)
+    (should (equal (ob-chat-ai-test-run) "hi"))
+    (should (equal (alist-get 'model (ob-chat-ai-test-body)) "other")))
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai\nhi\n#+end_src\n"
+    (let ((ob-chat-ai-providers `(("mine" :base-url ,base-url)))
+          (ob-chat-ai-provider "mine"))
+      (should (equal (ob-chat-ai-test-run) "hi"))
+      (should (equal (alist-get 'model (ob-chat-ai-test-body)) "gpt-4o-mini")))))
+
+(ert-deftest ob-chat-ai-test-unknown-provider-is-refused ()
+  (ob-chat-ai-test-with-org "before\n#+begin_src chat-ai :provider nope\nhi\n#+end_src\n"
+    (let ((original (buffer-string)))
+      (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
+                     "chat-ai: Unknown :provider nope; known: openai, local"))
+      (should (equal (buffer-string) original))
+      (should-not (ob-chat-ai-test-received)))))
 
 ;;;; Tests: the API key
 

@@ -184,3 +184,23 @@ def test_ctrl_c_exits_quietly(server: LoopbackServer) -> None:
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130
     assert stderr == b""
+
+
+def test_local_provider_goes_to_the_local_server_with_its_model(
+    server: LoopbackServer,
+) -> None:
+    result = run_cli(
+        "--provider", "local", "hi", env={"CHAT_AI_LOCAL_URL": server.base_url}
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == "hi\n"
+    assert server.received[0]["body"]["model"] == "smollm2"
+    assert "Authorization" not in server.received[0]["headers"]
+
+
+def test_unknown_provider_is_a_usage_error(server: LoopbackServer) -> None:
+    result = run_cli("-p", "nope", "hi")
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        "chat-ai: unknown provider 'nope'; known: openai, local\n"
+    )
