@@ -52,13 +52,19 @@ Requests go to this URL followed by /chat/completions."
 
 (defcustom ob-chat-ai-providers
   '(("openai" :base-url-env "OPENAI_BASE_URL")
+    ("azure" :api "azure" :base-url-env "AZURE_OPENAI_ENDPOINT"
+     :key-env "AZURE_OPENAI_API_KEY")
     ("local" :base-url "http://127.0.0.1:8765/v1" :base-url-env "CHAT_AI_LOCAL_URL"
      :model "smollm2"))
   "Where each provider's requests go, by name, as chosen with :provider.
 Each entry is (NAME . PROPERTIES): :base-url the API base URL,
 :base-url-env an environment variable that overrides it when set,
-and :model the model of blocks that name none.  \"local\" is the
-small model that `chat-ai-local start' serves on this machine."
+:key-env the environment variable holding the key (default
+OPENAI_API_KEY), :model the model of blocks that name none, and :api
+\"azure\" for Azure OpenAI, which takes the key in an api-key header
+and the deployment (the :model) and :api-version in the URL.
+\"local\" is the small model that `chat-ai-local start' serves on
+this machine."
   :type '(alist :key-type (string :tag "Name")
                 :value-type (plist :key-type symbol :value-type string))
   :group 'ob-chat-ai)
@@ -125,6 +131,8 @@ JSON object) or `json-or-string'.")
     (:params . :any)
     (:provider . :any)
     (:base-url . :any)
+    (:api-version . :any)
+    (:headers . :any)
     (:api-key . :any)
     (:timeout . :any)
     (:async . ("yes" "no")))
@@ -147,7 +155,8 @@ JSON object) or `json-or-string'.")
   "Params that Babel itself adds to every block's header args.")
 
 (defconst ob-chat-ai--envelope-params
-  '((base_url . :base-url) (api_key . :api-key) (timeout . :timeout))
+  '((base_url . :base-url) (api_key . :api-key) (timeout . :timeout)
+    (headers . :headers) (api_version . :api-version) (provider . :provider))
   "Request envelope fields and the header args that set them.")
 
 ;;;; Functions
@@ -214,17 +223,28 @@ the reply replaces it when it has come."
     (ob-chat-ai--user-error "The block is empty; write the prompt between \
 #+begin_src and #+end_src"))
   (let* ((provider (ob-chat-ai--provider params))
+         (api (plist-get provider :api))
          (base-url (or (ob-chat-ai--param params :base-url)
                        (ob-chat-ai--nonempty
                         (getenv (or (plist-get provider :base-url-env) "")))
                        (plist-get provider :base-url)
-                       ob-chat-ai-base-url))
-         (key (ob-chat-ai--api-key params base-url))
+                       (if api
+                           (ob-chat-ai--user-error "Provider %s needs an endpoint: \
+:base-url or $%s" api (plist-get provider :base-url-env))
+                         ob-chat-ai-base-url)))
+         (headers (ob-chat-ai--headers (ob-chat-ai--param params :headers)))
+         (key (ob-chat-ai--api-key params base-url
+                                   (or (plist-get provider :key-env) "OPENAI_API_KEY")
+                                   headers))
+         (api-version (ob-chat-ai--param params :api-version))
          (timeout (ob-chat-ai--param params :timeout)))
     (when (and timeout (not (numberp timeout)))
       (ob-chat-ai--user-error ":timeout must be a number of seconds, not %S" timeout))
     `((base_url . ,base-url)
+      ,@(and api `((provider . ,api)))
       ,@(and key `((api_key . ,key)))
+      ,@(and headers `((headers . ,headers)))
+      ,@(and api-version `((api_version . ,(format "%s" api-version))))
       ,@(and timeout `((timeout . ,timeout)))
       (body . ,(ob-chat-ai--body
                 body
@@ -232,6 +252,28 @@ the reply replaces it when it has come."
                     params
                   (cons (cons :model (or (plist-get provider :model) ob-chat-ai-model))
                         params)))))))
+
+(defun ob-chat-ai--headers (value)
+  "Return the HTTP headers that :headers VALUE gives, as an alist, or nil.
+VALUE is one \"Name: value\" string, a list or vector of them, or a
+JSON object."
+  (cond
+   ((null value) nil)
+   ((and (stringp value) (string-prefix-p "{" (string-trim-left value)))
+    (let ((object (condition-case nil
+                      (json-parse-string value :object-type 'alist)
+                    (json-error nil))))
+      (unless (and (consp object) (seq-every-p (lambda (h) (stringp (cdr h))) object))
+        (ob-chat-ai--user-error ":headers is not a JSON object of strings: %s" value))
+      object))
+   (t
+    (mapcar (lambda (header)
+              (let ((text (format "%s" header)))
+                (unless (string-match "\\`\\([^:\n]+\\):[ \t]*\\([^\n]*\\)\\'" text)
+                  (ob-chat-ai--user-error ":headers takes \"Name: value\", not %S" text))
+                (cons (intern (string-trim (match-string 1 text)))
+                      (string-trim (match-string 2 text)))))
+            (if (stringp value) (list value) (append value nil))))))
 
 (defun ob-chat-ai--provider (params)
   "Return the properties of the provider that PARAMS choose."
@@ -341,11 +383,13 @@ Its value is a JSON object, or the name of a block whose body is one."
       (goto-char position)
       (string-trim (nth 1 (org-babel-get-src-block-info 'no-eval))))))
 
-(defun ob-chat-ai--api-key (params base-url)
+(defun ob-chat-ai--api-key (params base-url variable headers)
   "Return the API key for BASE-URL: from PARAMS, auth-source or the environment.
-A <<NAME>> :api-key names a block whose body is the key.  Return nil
-for a server on loopback when no key is found, and signal a
-`user-error' saying where it looked otherwise."
+A <<NAME>> :api-key names a block whose body is the key; the
+environment VARIABLE is the last place looked.  Return nil when no
+key is found for a server on loopback, or when HEADERS, the extra
+HTTP headers, are given (a proxy may authenticate by them); signal
+a `user-error' saying where it looked otherwise."
   (let* ((host (url-host (url-generic-parse-url base-url)))
          (given (ob-chat-ai--param params :api-key))
          (key (cond
@@ -358,15 +402,16 @@ for a server on loopback when no key is found, and signal a
 which is empty" name))))
                (given (format "%s" given))
                ((ob-chat-ai--auth-source-key host))
-               ((ob-chat-ai--nonempty (getenv "OPENAI_API_KEY"))))))
+               ((ob-chat-ai--nonempty (getenv variable))))))
     (when (and key (string-match-p "[\n\r]" key))
       (ob-chat-ai--user-error "The API key has a line break in it"))
-    (if (or key (ob-chat-ai--loopback-p host))
+    (if (or key headers (ob-chat-ai--loopback-p host))
         key
       (ob-chat-ai--user-error "No API key for %s; looked in :api-key, auth-source \
-(machine %s in %s) and $OPENAI_API_KEY"
+(machine %s in %s) and $%s"
                   host host
-                  (mapconcat #'identity (seq-filter #'stringp auth-sources) ", ")))))
+                  (mapconcat #'identity (seq-filter #'stringp auth-sources) ", ")
+                  variable))))
 
 (defun ob-chat-ai--auth-source-key (host)
   "Return the secret that auth-source has for HOST, or nil."

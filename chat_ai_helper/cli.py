@@ -37,7 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-p",
         "--provider",
-        help="openai (the default) or local (the model chat-ai-local serves)",
+        help="openai (the default), azure, or local (the model chat-ai-local serves)",
+    )
+    parser.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="an extra HTTP header, as curl takes it; repeat for more",
+    )
+    parser.add_argument(
+        "--api-version",
+        help="the api-version query parameter (azure; default $OPENAI_API_VERSION)",
     )
     parser.add_argument(
         "--base-url",
@@ -128,7 +140,18 @@ def build_envelope(args: argparse.Namespace, stdin: IO[bytes]) -> dict[str, Any]
         body[key] = value
     if args.base_url:
         envelope["base_url"] = args.base_url
+    if args.api_version:
+        envelope["api_version"] = args.api_version
+    if args.header:
+        envelope["headers"] = dict(_header(text) for text in args.header)
     return envelope
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise ConfigError(f"-H takes 'NAME: VALUE', not {text!r}")
+    return name.strip(), value.strip()
 
 
 def _provider_model(envelope: dict[str, Any]) -> str:

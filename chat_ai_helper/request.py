@@ -7,10 +7,10 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from chat_ai_helper.errors import ConfigError
-from chat_ai_helper.providers import DEFAULT_BASE_URL, provider
+from chat_ai_helper.providers import DEFAULT_BASE_URL, provider, uses_deployments
 
 DEFAULT_TIMEOUT = 600.0
 CONNECT_TIMEOUT = 10.0
@@ -192,11 +192,20 @@ class ChatRequest:
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = DEFAULT_TIMEOUT
     id: str | None = None
+    key_header: str = "Authorization"
+    api_version: str | None = None
+    deployment: str | None = None
 
     @property
     def url(self) -> str:
         """Return the chat-completions address for this request."""
-        return self.base_url.rstrip("/") + "/chat/completions"
+        url = self.base_url.rstrip("/")
+        if self.deployment is not None:
+            url += f"/openai/deployments/{quote(self.deployment, safe='')}"
+        url += "/chat/completions"
+        if self.api_version:
+            url += "?" + urlencode({"api-version": self.api_version})
+        return url
 
     @property
     def stream(self) -> bool:
@@ -211,7 +220,10 @@ class ChatRequest:
         }
         if self.api_key:
             key = "***" if redacted else self.api_key
-            headers["Authorization"] = f"Bearer {key}"
+            if self.key_header == "Authorization":
+                headers["Authorization"] = f"Bearer {key}"
+            else:
+                headers[self.key_header] = key
         headers.update(self.headers)
         return headers
 
@@ -239,11 +251,12 @@ def parse_request(
     """Check ENVELOPE, a request object as Emacs sends it, and return it parsed.
 
     The envelope holds ``body`` (the chat-completions request) and optionally
-    ``id``, ``provider``, ``base_url``, ``api_key``, ``headers`` and
-    ``timeout``.  A missing base URL is the provider's (see
-    `chat_ai_helper.providers`; ``openai`` by default), a missing key is
-    taken from ENVIRON (``OPENAI_API_KEY``); a key is optional for a server
-    on loopback, and when REQUIRE_KEY is false.
+    ``id``, ``provider``, ``base_url``, ``api_key``, ``headers``,
+    ``api_version`` and ``timeout``.  A missing base URL, key or API
+    version is the provider's (see `chat_ai_helper.providers`; ``openai``
+    by default), read from ENVIRON.  A key is optional for a server on
+    loopback, when extra headers are given (a proxy may authenticate by
+    them), and when REQUIRE_KEY is false.
     """
     environ = os.environ if environ is None else environ
     if not isinstance(envelope, dict):
@@ -254,7 +267,13 @@ def parse_request(
     name = envelope.get("provider") or "openai"
     if not isinstance(name, str):
         raise ConfigError("provider must be a name", "provider")
-    base_url = envelope.get("base_url") or provider(name, environ).base_url
+    profile = provider(name, environ)
+    base_url = envelope.get("base_url") or profile.base_url
+    if not base_url and name == "azure":
+        raise ConfigError(
+            "azure needs an endpoint: set AZURE_OPENAI_ENDPOINT or base_url",
+            "base_url",
+        )
     if not isinstance(base_url, str) or urlsplit(base_url).scheme not in (
         "http",
         "https",
@@ -263,19 +282,33 @@ def parse_request(
             f"base_url must be an http:// or https:// address, not {base_url!r}",
             "base_url",
         )
-    api_key = envelope.get("api_key") or environ.get("OPENAI_API_KEY") or None
-    if api_key is not None and (not isinstance(api_key, str) or "\n" in api_key):
-        raise ConfigError("api_key must be a one-line string", "api_key")
-    if api_key is None and require_key and not _is_loopback(base_url):
-        raise ConfigError(
-            f"no API key for {urlsplit(base_url).hostname}: set OPENAI_API_KEY",
-            "api_key",
-        )
     headers = envelope.get("headers") or {}
     if not isinstance(headers, dict) or not all(
-        isinstance(value, str) for value in headers.values()
+        isinstance(name, str) and isinstance(value, str) and "\n" not in value
+        for name, value in headers.items()
     ):
-        raise ConfigError("headers must map names to strings", "headers")
+        raise ConfigError("headers must map names to one-line strings", "headers")
+    api_key = envelope.get("api_key") or environ.get(profile.key_variable) or None
+    if api_key is not None and (not isinstance(api_key, str) or "\n" in api_key):
+        raise ConfigError("api_key must be a one-line string", "api_key")
+    if api_key is None and require_key and not headers and not _is_loopback(base_url):
+        raise ConfigError(
+            f"no API key for {urlsplit(base_url).hostname}: set {profile.key_variable}",
+            "api_key",
+        )
+    api_version = envelope.get("api_version") or profile.api_version
+    if api_version is not None and not isinstance(api_version, str):
+        raise ConfigError("api_version must be a string", "api_version")
+    body = check_body(envelope.get("body"))
+    deployment = None
+    if name == "azure" and uses_deployments(base_url):
+        if not api_version:
+            raise ConfigError(
+                "azure needs an API version: set OPENAI_API_VERSION or api_version "
+                "(e.g. 2024-10-21)",
+                "api_version",
+            )
+        deployment = str(body.get("model", ""))
     timeout = envelope.get("timeout", DEFAULT_TIMEOUT)
     if (
         isinstance(timeout, bool)
@@ -286,10 +319,13 @@ def parse_request(
             f"timeout must be a positive number of seconds, not {timeout!r}", "timeout"
         )
     return ChatRequest(
-        body=check_body(envelope.get("body")),
+        body=body,
         base_url=base_url,
         api_key=api_key,
         headers=headers,
         timeout=float(timeout),
         id=None if request_id is None else str(request_id),
+        key_header=profile.key_header,
+        api_version=api_version,
+        deployment=deployment,
     )

@@ -93,7 +93,7 @@ keys and base URLs of the environment and of auth-source are hidden."
   `(let ((base-url (ob-chat-ai-test-server))
          (process-environment (seq-remove
                                (lambda (entry)
-                                 (string-match-p "\\`\\(OPENAI_\\|CHAT_AI_LOCAL_\\)" entry))
+                                 (string-match-p "\\`\\(OPENAI_\\|AZURE_OPENAI_\\|CHAT_AI_LOCAL_\\)" entry))
                                process-environment))
          (auth-sources nil)
          (auth-source-do-cache nil)
@@ -352,9 +352,60 @@ hi
   (ob-chat-ai-test-with-org "before\n#+begin_src chat-ai :provider nope\nhi\n#+end_src\n"
     (let ((original (buffer-string)))
       (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
-                     "chat-ai: Unknown :provider nope; known: openai, local"))
+                     "chat-ai: Unknown :provider nope; known: openai, azure, local"))
       (should (equal (buffer-string) original))
       (should-not (ob-chat-ai-test-received)))))
+
+;;;; Tests: proxies and Azure
+
+(ert-deftest ob-chat-ai-test-proxy-with-its-own-header-as-in-the-seed ()
+  (ob-chat-ai-test-with-org
+      (format "#+begin_src chat-ai :base-url %s :headers \"openai-event-code: hackathon/githubuser\" :max-tokens 256 :temperature 1 :system \"You are an AI assistant that writes poems in the style of William Shakespeare.\"
+Write a poem about indian elephants
+#+end_src
+" (replace-regexp-in-string "/v1\\'" "/api/v1" ob-chat-ai-test-base-url))
+    (should (equal (ob-chat-ai-test-run) "Write a poem about indian elephants"))
+    (let* ((request (car (ob-chat-ai-test-received 1)))
+           (headers (alist-get 'headers request)))
+      (should (equal (alist-get 'path request) "/api/v1/chat/completions"))
+      (should (equal (alist-get 'openai-event-code headers) "hackathon/githubuser"))
+      (should-not (alist-get 'Authorization headers))
+      (should (equal (alist-get 'max_tokens (alist-get 'body request)) 256))))
+  (ob-chat-ai-test-with-org
+      "#+begin_src chat-ai :model m :headers '(\"X-One: 1\" \"X-Two: two words\")\nhi\n#+end_src\n"
+    (should (equal (ob-chat-ai-test-run) "hi"))
+    (let ((headers (alist-get 'headers (car (ob-chat-ai-test-received 1)))))
+      (should (equal (alist-get 'X-One headers) "1"))
+      (should (equal (alist-get 'X-Two headers) "two words")))))
+
+(ert-deftest ob-chat-ai-test-azure-deployment-version-and-key-header ()
+  (ob-chat-ai-test-with-org
+      "#+begin_src chat-ai :provider azure :model deployment-name :api-version 2023-09-01-preview
+Where was it played?
+#+end_src
+"
+    (setenv "AZURE_OPENAI_ENDPOINT" base-url)
+    (setenv "AZURE_OPENAI_API_KEY" ob-chat-ai-test-key)
+    (should (equal (ob-chat-ai-test-run) "Where was it played?"))
+    (let* ((request (car (ob-chat-ai-test-received 1)))
+           (headers (alist-get 'headers request)))
+      (should (equal (alist-get 'path request)
+                     "/v1/openai/deployments/deployment-name/chat/completions"))
+      (should (equal (alist-get 'query request) "api-version=2023-09-01-preview"))
+      (should (equal (alist-get 'api-key headers) ob-chat-ai-test-key))
+      (should-not (alist-get 'Authorization headers))
+      (should-not (string-search ob-chat-ai-test-key (buffer-string))))))
+
+(ert-deftest ob-chat-ai-test-bad-headers-and-missing-endpoint-are-refused ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :headers \"no colon\"\nhi\n#+end_src\n"
+    (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
+                   "chat-ai: :headers takes \"Name: value\", not \"no colon\""))
+    (should-not (ob-chat-ai-test-received)))
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :provider azure :model d\nhi\n#+end_src\n"
+    (setenv "AZURE_OPENAI_ENDPOINT" nil)
+    (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
+                   "chat-ai: Provider azure needs an endpoint: :base-url or \
+$AZURE_OPENAI_ENDPOINT"))))
 
 ;;;; Tests: the API key
 

@@ -202,5 +202,70 @@ def test_unknown_provider_is_a_usage_error(server: LoopbackServer) -> None:
     result = run_cli("-p", "nope", "hi")
     assert result.returncode == 2
     assert result.stderr.decode() == (
-        "chat-ai: unknown provider 'nope'; known: openai, local\n"
+        "chat-ai: unknown provider 'nope'; known: openai, azure, local\n"
     )
+
+
+def test_proxy_with_its_own_header_as_in_the_seed(server: LoopbackServer) -> None:
+    base_url = server.base_url.replace("/v1", "/api/v1")
+    result = run_cli(
+        "--base-url", base_url, "-H", "openai-event-code: hackathon/githubuser",
+        "--max-tokens", "256", "--temperature", "1",
+        "-s", "You are an AI assistant that writes poems in the style of "
+        "William Shakespeare.",
+        "Write a poem about indian elephants",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    received = server.received[0]
+    assert received["path"] == "/api/v1/chat/completions"
+    assert received["headers"]["openai-event-code"] == "hackathon/githubuser"
+    assert "Authorization" not in received["headers"]
+    assert received["body"]["max_tokens"] == 256
+
+
+def test_azure_deployment_api_version_and_api_key_header(
+    server: LoopbackServer,
+) -> None:
+    result = run_cli(
+        "-p", "azure", "-m", "deployment-name", "--api-version", "2023-09-01-preview",
+        "Where was it played?",
+        env={
+            "AZURE_OPENAI_ENDPOINT": server.base_url,
+            "AZURE_OPENAI_API_KEY": TEST_KEY,
+        },
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    received = server.received[0]
+    assert received["path"] == "/v1/openai/deployments/deployment-name/chat/completions"
+    assert received["query"] == "api-version=2023-09-01-preview"
+    assert received["headers"]["api-key"] == TEST_KEY
+    assert "Authorization" not in received["headers"]
+
+
+def test_azure_v1_endpoint_needs_no_api_version(server: LoopbackServer) -> None:
+    result = run_cli(
+        "-p", "azure", "-m", "gpt-4o", "hi",
+        env={
+            "AZURE_OPENAI_ENDPOINT": server.base_url.replace("/v1", "/openai/v1"),
+            "AZURE_OPENAI_API_KEY": TEST_KEY,
+        },
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert server.received[0]["path"] == "/openai/v1/chat/completions"
+    assert server.received[0]["query"] == ""
+
+
+def test_azure_without_an_api_version_is_a_usage_error(server: LoopbackServer) -> None:
+    result = run_cli(
+        "-p", "azure", "-m", "d", "hi",
+        env={"AZURE_OPENAI_ENDPOINT": server.base_url, "AZURE_OPENAI_API_KEY": "k"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.decode().startswith("chat-ai: azure needs an API version")
+    assert server.received == []
+
+
+def test_bad_header_is_a_usage_error() -> None:
+    result = run_cli("--base-url", "http://127.0.0.1:9/v1", "-H", "no colon", "hi")
+    assert result.returncode == 2
+    assert result.stderr.decode() == "chat-ai: -H takes 'NAME: VALUE', not 'no colon'\n"

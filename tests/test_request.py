@@ -115,6 +115,43 @@ def test_a_remote_server_needs_a_key_but_loopback_does_not() -> None:
     assert parse_request({"body": body(), "base_url": "http://127.0.0.1:9/v1"}, {})
 
 
+def test_a_proxy_with_its_own_headers_needs_no_key() -> None:
+    request = parse_request(
+        {
+            "body": body(),
+            "base_url": "https://proxy.example/api/v1",
+            "headers": {"openai-event-code": "hackathon/me"},
+        },
+        {},
+    )
+    assert request.http_headers()["openai-event-code"] == "hackathon/me"
+    assert "Authorization" not in request.http_headers()
+
+
+def test_azure_key_goes_in_the_api_key_header_and_is_redacted() -> None:
+    with pytest.raises(ConfigError, match="set AZURE_OPENAI_API_KEY"):
+        parse_request(
+            {"body": body(), "provider": "azure", "api_version": "2024-10-21"},
+            {
+                "AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com",
+                "OPENAI_API_KEY": "x",
+            },
+        )
+    request = parse_request(
+        {"body": body(), "provider": "azure", "api_version": "2024-10-21"},
+        {
+            "AZURE_OPENAI_ENDPOINT": "https://me.openai.azure.com",
+            "AZURE_OPENAI_API_KEY": "az-secret",
+        },
+    )
+    assert request.url == (
+        "https://me.openai.azure.com/openai/deployments/m/chat/completions"
+        "?api-version=2024-10-21"
+    )
+    assert request.http_headers()["api-key"] == "az-secret"
+    assert request.preview()["headers"]["api-key"] == "***"
+
+
 def test_preview_redacts_the_key() -> None:
     request = parse_request({"body": body(), "api_key": "sk-secret"}, {})
     preview = request.preview()
