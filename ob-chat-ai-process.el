@@ -79,6 +79,7 @@ Emacs exits."
   (id nil :documentation "The id that tags this request's events.")
   (process nil :documentation "The helper process serving this request.")
   (on-delta nil :documentation "The function to call with each delta event.")
+  (on-retry nil :documentation "The function to call with each retry event.")
   (on-finish nil :documentation "The function to call with the done or error event.")
   (final nil :documentation "The done or error event, once it has come."))
 
@@ -100,7 +101,9 @@ Emacs exits."
 (defun ob-chat-ai-process-send (envelope &rest callbacks)
   "Send ENVELOPE, a request alist, to the helper and return its request.
 CALLBACKS are keyword arguments: :on-delta is called with each
-`delta' event, :on-finish with the final `done' or `error' event.
+`delta' event, :on-retry with each `retry' event (the helper tries
+again after a failure), :on-finish with the final `done' or `error'
+event.
 Events are alists with symbol keys, as `json-parse-string' makes them.
 The request goes to the persistent helper, started when needed, or
 to a helper of its own when `ob-chat-ai-persistent-helper' is nil."
@@ -108,6 +111,7 @@ to a helper of its own when `ob-chat-ai-persistent-helper' is nil."
          (request (ob-chat-ai-request--create
                    :id id
                    :on-delta (plist-get callbacks :on-delta)
+                   :on-retry (plist-get callbacks :on-retry)
                    :on-finish (plist-get callbacks :on-finish)))
          (process (if ob-chat-ai-persistent-helper
                       (ob-chat-ai--persistent-helper)
@@ -266,6 +270,7 @@ nil for an empty line."
     (when (and request (not (ob-chat-ai-request-finished-p request)))
       (pcase (alist-get 'type event)
         ("delta" (ob-chat-ai--call (ob-chat-ai-request-on-delta request) event))
+        ("retry" (ob-chat-ai--call (ob-chat-ai-request-on-retry request) event))
         ((or "done" "error") (ob-chat-ai--finish request event))))))
 
 (defun ob-chat-ai--finish (request event)

@@ -135,6 +135,7 @@ JSON object) or `json-or-string'.")
     (:headers . :any)
     (:api-key . :any)
     (:timeout . :any)
+    (:max-retries . :any)
     (:async . ("yes" "no")))
   "Header args that shape the request without being a field of their own.")
 
@@ -156,7 +157,8 @@ JSON object) or `json-or-string'.")
 
 (defconst ob-chat-ai--envelope-params
   '((base_url . :base-url) (api_key . :api-key) (timeout . :timeout)
-    (headers . :headers) (api_version . :api-version) (provider . :provider))
+    (headers . :headers) (api_version . :api-version) (provider . :provider)
+    (max_retries . :max-retries))
   "Request envelope fields and the header args that set them.")
 
 ;;;; Functions
@@ -187,13 +189,18 @@ the reply replaces it when it has come."
   (let* ((pieces nil)
          (request (ob-chat-ai-process-send
                    envelope
-                   :on-delta (lambda (event) (push event pieces)))))
+                   :on-delta (lambda (event) (push event pieces))
+                   :on-retry #'ob-chat-ai--report-retry)))
     (unless noninteractive
       (message "chat-ai: waiting for %s..." (ob-chat-ai--model envelope)))
     (let ((final (ob-chat-ai-process-wait request)))
       (when (equal (alist-get 'kind final) "invalid")
         (ob-chat-ai--user-error "%s" (ob-chat-ai--invalid-message final)))
       (ob-chat-ai--reply-text (ob-chat-ai--choice-texts pieces) final))))
+
+(defun ob-chat-ai--report-retry (event)
+  "Show the user the line of retry EVENT: the request will be tried again."
+  (message "chat-ai: %s" (alist-get 'message event)))
 
 (defun ob-chat-ai--model (envelope)
   "Return the model named in ENVELOPE."
@@ -237,7 +244,8 @@ the reply replaces it when it has come."
                                    (or (plist-get provider :key-env) "OPENAI_API_KEY")
                                    headers))
          (api-version (ob-chat-ai--param params :api-version))
-         (timeout (ob-chat-ai--param params :timeout)))
+         (timeout (ob-chat-ai--param params :timeout))
+         (retries (ob-chat-ai--param params :max-retries)))
     (when (and timeout (not (numberp timeout)))
       (ob-chat-ai--user-error ":timeout must be a number of seconds, not %S" timeout))
     `((base_url . ,base-url)
@@ -246,6 +254,7 @@ the reply replaces it when it has come."
       ,@(and headers `((headers . ,headers)))
       ,@(and api-version `((api_version . ,(format "%s" api-version))))
       ,@(and timeout `((timeout . ,timeout)))
+      ,@(and retries `((max_retries . ,retries)))
       (body . ,(ob-chat-ai--body
                 body
                 (if (ob-chat-ai--param params :model)
@@ -548,6 +557,7 @@ It is not when it runs a #+CALL: line or an inline block."
           (ob-chat-ai-process-send
            envelope
            :on-delta (lambda (event) (ob-chat-ai--job-delta job event))
+           :on-retry #'ob-chat-ai--report-retry
            :on-finish (lambda (event) (ob-chat-ai--job-finish job event))))
     (push job ob-chat-ai--jobs)
     (add-hook 'kill-buffer-hook #'ob-chat-ai--cancel-buffer-jobs nil t)

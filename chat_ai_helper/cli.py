@@ -59,6 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-stream", action="store_true", help="wait for the whole reply"
     )
     parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds to wait for the server to answer (default 600)",
+    )
+    parser.add_argument(
+        "--max-retries",
+        type=int,
+        help="how often to try again after a connection failure, a rate "
+        "limit or a server error (default 2)",
+    )
+    parser.add_argument(
         "-o",
         "--option",
         action="append",
@@ -142,6 +153,10 @@ def build_envelope(args: argparse.Namespace, stdin: IO[bytes]) -> dict[str, Any]
         envelope["base_url"] = args.base_url
     if args.api_version:
         envelope["api_version"] = args.api_version
+    if args.max_retries is not None:
+        envelope["max_retries"] = args.max_retries
+    if args.timeout is not None:
+        envelope["timeout"] = args.timeout
     if args.header:
         envelope["headers"] = dict(_header(text) for text in args.header)
     return envelope
@@ -162,7 +177,7 @@ def _provider_model(envelope: dict[str, Any]) -> str:
 
 
 def _print_reply(envelope: dict[str, Any], out: IO[str], err: IO[str]) -> None:
-    from chat_ai_helper.client import Client, Delta
+    from chat_ai_helper.client import Client, Delta, Retry, retry_line
     from chat_ai_helper.request import parse_request
 
     request = parse_request(envelope)
@@ -178,6 +193,9 @@ def _print_reply(envelope: dict[str, Any], out: IO[str], err: IO[str]) -> None:
                     ended_with_newline = event.text.endswith("\n")
                 else:
                     others[event.choice] = others.get(event.choice, "") + event.text
+            elif isinstance(event, Retry):
+                err.write(f"chat-ai: {retry_line(event)}\n")
+                err.flush()
             else:
                 for index in sorted(others):
                     out.write(f"\n\n[choice {index + 1}]\n{others[index]}")

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import itertools
 import json
+import random
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests import Response
 
 from chat_ai_helper import __version__
 from chat_ai_helper.errors import (
@@ -47,7 +51,31 @@ class Done:
     model: str | None = None
 
 
-Event = Delta | Done
+@dataclass
+class Retry:
+    """A failed attempt that will be made again after WAIT seconds."""
+
+    attempt: int
+    retries: int
+    wait: float
+    message: str
+
+
+Event = Delta | Done | Retry
+
+
+def retry_line(retry: Retry) -> str:
+    """Return one line telling the user about RETRY."""
+    return (
+        f"{retry.message}; retrying in {retry.wait:.1f} s "
+        f"({retry.attempt} of {retry.retries})"
+    )
+
+
+RETRY_STATUSES = (408, 409, 429, 500, 502, 503, 504)
+BACKOFF_START = 0.5
+BACKOFF_CAP = 8.0
+MAX_SERVER_WAIT = 60.0
 
 
 class Cancel:
@@ -55,13 +83,13 @@ class Cancel:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._set = False
+        self._event = threading.Event()
         self._responses: list[requests.Response] = []
 
     def __call__(self) -> None:
         """Stop the request: shut its connection down, so that a blocked read ends."""
         with self._lock:
-            self._set = True
+            self._event.set()
             responses, self._responses = self._responses, []
         for response in responses:
             _hang_up(response)
@@ -69,12 +97,16 @@ class Cancel:
     @property
     def is_set(self) -> bool:
         """Return whether the request was cancelled."""
-        return self._set
+        return self._event.is_set()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait SECONDS, or until the request is cancelled."""
+        self._event.wait(seconds)
 
     def watch(self, response: requests.Response) -> None:
         """Close RESPONSE when the request is cancelled, or now if it was."""
         with self._lock:
-            if not self._set:
+            if not self._event.is_set():
                 self._responses.append(response)
                 return
         _hang_up(response)
@@ -143,17 +175,51 @@ class Client:
                 raise _network_error(error, request) from None
             raise
 
+    def _post(self, request: ChatRequest, cancel: Cancel) -> Iterator[Retry | Response]:
+        """Post REQUEST, yielding a `Retry` before each new attempt, then the response.
+
+        Connection failures, rate limits and server errors are tried again,
+        up to ``request.max_retries`` times, after a wait that doubles each
+        time (with jitter) or that the server asks for; running out of
+        quota and other client errors are not.
+        """
+        data = json.dumps(request.body, ensure_ascii=False).encode("utf-8")
+        for attempt in range(request.max_retries + 1):
+            last = attempt == request.max_retries
+            try:
+                response = self._session(request.base_url).post(
+                    request.url,
+                    data=data,
+                    headers=request.http_headers(),
+                    timeout=(min(CONNECT_TIMEOUT, request.timeout), request.timeout),
+                    stream=request.stream,
+                )
+            except requests.ConnectionError as error:
+                if last or cancel.is_set:
+                    raise
+                failure = str(_network_error(error, request))
+                wait = _backoff(attempt)
+            else:
+                cancel.watch(response)
+                if last or not _worth_retrying(response):
+                    yield response
+                    return
+                failure = str(_api_error(response, request.api_key))
+                wait = _server_wait(response) or _backoff(attempt)
+                response.close()
+            yield Retry(attempt + 1, request.max_retries, wait, failure)
+            cancel.sleep(wait)
+            if cancel.is_set:
+                raise Cancelled("cancelled")
+
     def _complete(
         self, request: ChatRequest, before_wait: Callable[[], None], cancel: Cancel
     ) -> Iterator[Event]:
-        response = self._session(request.base_url).post(
-            request.url,
-            data=json.dumps(request.body, ensure_ascii=False).encode("utf-8"),
-            headers=request.http_headers(),
-            timeout=(min(CONNECT_TIMEOUT, request.timeout), request.timeout),
-            stream=request.stream,
-        )
-        cancel.watch(response)
+        for outcome in self._post(request, cancel):
+            if isinstance(outcome, Retry):
+                yield outcome
+            else:
+                response = outcome
         with response:
             if cancel.is_set:
                 raise Cancelled("cancelled")
@@ -175,6 +241,46 @@ class Client:
 
 def _nothing() -> None:
     pass
+
+
+def _worth_retrying(response: Response) -> bool:
+    """Return whether RESPONSE is a failure that another attempt may not meet."""
+    if response.status_code not in RETRY_STATUSES:
+        return False
+    if response.headers.get("x-should-retry") == "false":
+        return False
+    if response.status_code == 429:
+        error = _api_error(response, None)
+        return error.code != "insufficient_quota"
+    return True
+
+
+def _backoff(attempt: int) -> float:
+    """Return the wait before retry ATTEMPT + 1: doubling, capped, with jitter."""
+    return min(BACKOFF_START * 2.0**attempt, BACKOFF_CAP) * random.uniform(0.75, 1.0)
+
+
+def _server_wait(response: Response) -> float | None:
+    """Return the seconds RESPONSE asks to wait before trying again, if it says.
+
+    ``retry-after-ms`` and ``retry-after`` (seconds or an HTTP date) are
+    honoured up to a minute; a longer or unreadable wait is ignored.
+    """
+    headers = response.headers
+    wait: float | None = None
+    with contextlib.suppress(ValueError):
+        if headers.get("retry-after-ms"):
+            wait = float(headers["retry-after-ms"]) / 1000
+        elif headers.get("retry-after"):
+            value = headers["retry-after"]
+            try:
+                wait = float(value)
+            except ValueError:
+                when = email.utils.parsedate_to_datetime(value)
+                wait = when.timestamp() - time.time()
+    if wait is None or not 0 <= wait <= MAX_SERVER_WAIT:
+        return None
+    return wait
 
 
 def _announcing_waits(
@@ -316,13 +422,19 @@ def _network_error(
         host = f"{host}:{where.port}"
     text = str(error)
     if isinstance(error, requests.exceptions.SSLError):
-        message = f"TLS failure talking to {host}: {_reason(text)}"
+        message = (
+            f"TLS failure talking to {host}: {_reason(text)} (for a private "
+            "certificate authority, point REQUESTS_CA_BUNDLE at its certificate)"
+        )
     elif isinstance(error, requests.exceptions.ConnectTimeout):
-        message = f"connecting to {host} timed out"
+        message = f"connecting to {host} timed out; check the network and any proxy"
     elif isinstance(error, requests.exceptions.ReadTimeout) or "Read timed out" in text:
-        message = f"{host} stopped answering for {request.timeout:g} seconds"
+        message = (
+            f"{host} stopped answering for {request.timeout:g} seconds; "
+            "try again, or allow a longer timeout"
+        )
     elif "NameResolution" in text or "Name or service not known" in text:
-        message = f"cannot resolve the host name {where.hostname}"
+        message = f"cannot resolve the host name {where.hostname}; check the base URL"
     elif "Connection refused" in text:
         message = f"connection to {host} refused; is the server running?"
     else:

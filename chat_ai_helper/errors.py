@@ -36,6 +36,15 @@ class ConfigError(ChatAIError):
         return {**super().to_event(), "param": self.param}
 
 
+CONTEXT_CODES = ("context_length_exceeded", "string_above_max_length")
+STATUS_HINTS = {
+    401: "check the API key",
+    403: "the key has no access to this model or endpoint",
+    404: "check the model name, or for Azure the deployment name, and the base URL",
+    429: "rate limited; wait a little and try again",
+}
+
+
 class APIError(ChatAIError):
     """The server answered with an error status or an unusable body."""
 
@@ -63,7 +72,24 @@ class APIError(ChatAIError):
         labels += [label for label in (self.type, self.code) if label]
         if self.param:
             labels.append(f"param {self.param}")
-        return f"{' '.join(labels)}: {super().__str__()}"
+        hint = self.hint
+        return f"{' '.join(labels)}: {super().__str__()}" + (
+            f" ({hint})" if hint else ""
+        )
+
+    @property
+    def hint(self) -> str | None:
+        """Return what the user can do about this error, when there is advice."""
+        code = self.code or ""
+        if code == "insufficient_quota":
+            return "out of quota: check the plan and billing of the account"
+        if self.status == 413 or code in CONTEXT_CODES:
+            return "shorten the prompt or lower max_tokens"
+        if self.status is None:
+            return None
+        return STATUS_HINTS.get(self.status) or (
+            "the server failed; try again later" if self.status >= 500 else None
+        )
 
     def to_event(self) -> dict[str, Any]:
         """Return the protocol fields describing this error, with the HTTP details."""

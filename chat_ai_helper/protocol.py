@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from typing import IO, Any
 
-from chat_ai_helper.client import Cancel, Client, Delta, Done
+from chat_ai_helper.client import Cancel, Client, Delta, Done, Retry, retry_line
 from chat_ai_helper.errors import Cancelled, ChatAIError, ConfigError
 from chat_ai_helper.request import parse_request
 
@@ -111,6 +111,17 @@ def answer(envelope: Any, client: Client, writer: EventWriter, cancel: Cancel) -
         for event in events:
             if isinstance(event, Delta):
                 writer.delta(request_id, event.choice, event.text)
+            elif isinstance(event, Retry):
+                writer.event(
+                    {
+                        "id": request_id,
+                        "type": "retry",
+                        "attempt": event.attempt,
+                        "retries": event.retries,
+                        "wait": event.wait,
+                        "message": retry_line(event),
+                    }
+                )
             elif isinstance(event, Done):
                 writer.event(
                     {

@@ -13,6 +13,7 @@ from chat_ai_helper.errors import ConfigError
 from chat_ai_helper.providers import DEFAULT_BASE_URL, provider, uses_deployments
 
 DEFAULT_TIMEOUT = 600.0
+DEFAULT_MAX_RETRIES = 2
 CONNECT_TIMEOUT = 10.0
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -195,6 +196,7 @@ class ChatRequest:
     key_header: str = "Authorization"
     api_version: str | None = None
     deployment: str | None = None
+    max_retries: int = DEFAULT_MAX_RETRIES
 
     @property
     def url(self) -> str:
@@ -252,7 +254,7 @@ def parse_request(
 
     The envelope holds ``body`` (the chat-completions request) and optionally
     ``id``, ``provider``, ``base_url``, ``api_key``, ``headers``,
-    ``api_version`` and ``timeout``.  A missing base URL, key or API
+    ``api_version``, ``timeout`` and ``max_retries``.  A missing base URL, key or API
     version is the provider's (see `chat_ai_helper.providers`; ``openai``
     by default), read from ENVIRON.  A key is optional for a server on
     loopback, when extra headers are given (a proxy may authenticate by
@@ -318,8 +320,19 @@ def parse_request(
         raise ConfigError(
             f"timeout must be a positive number of seconds, not {timeout!r}", "timeout"
         )
+    max_retries = envelope.get("max_retries", DEFAULT_MAX_RETRIES)
+    if (
+        isinstance(max_retries, bool)
+        or not isinstance(max_retries, int)
+        or not (0 <= max_retries <= 10)
+    ):
+        raise ConfigError(
+            f"max_retries must be a whole number from 0 to 10, not {max_retries!r}",
+            "max_retries",
+        )
     return ChatRequest(
         body=body,
+        max_retries=max_retries,
         base_url=base_url,
         api_key=api_key,
         headers=headers,

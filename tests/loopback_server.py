@@ -9,7 +9,11 @@ it answers is chosen by the request's model name:
   split in two HTTP chunks (so multi-byte characters arrive split);
 - ``error-STATUS`` or ``error-STATUS-CODE``: an OpenAI error object with
   that status (and code); its message quotes the Authorization header, as
-  some servers do, so tests can prove the key is masked;
+  some servers do, so tests can prove the key is masked; a
+  ``retry-after-ms: 1`` header keeps clients' retries quick;
+- ``flaky-N-STATUS`` or ``flaky-N-STATUS-CODE``: the first N requests
+  with this model name get that error (with ``retry-after-ms: 20``),
+  the next ones the echo;
 - ``html``: status 200 with an HTML page instead of JSON;
 - ``cut``: streams a little, then drops the connection mid-chunk;
 - ``no-done``: streams the reply but never sends ``data: [DONE]``;
@@ -17,6 +21,11 @@ it answers is chosen by the request's model name:
 - ``slow``: waits ``CHAT_AI_TEST_DELAY`` seconds (default 0.05) per delta;
 - ``empty``: a reply with no text at all;
 - ``long-N``: replies with N numbered words, one delta each;
+- ``sse-as-json`` / ``sse-untyped``: streams with a Content-Type of
+  application/json / with none;
+- ``azure-filter``: streams after a first chunk with empty ``choices`` and
+  ``prompt_filter_results``, as Azure OpenAI does;
+- ``length`` / ``content_filter``: the reply stops with that finish reason;
 - ``hang``: streams the first delta, then waits until the client closes
   the connection (counted in ``hung_up``), at most 30 seconds.
 
@@ -49,6 +58,7 @@ class LoopbackServer(ThreadingHTTPServer):
         self.received: list[dict[str, Any]] = []
         self.hung_up = 0
         self.connections = 0
+        self.seen: dict[str, int] = {}
         self.echo = echo
         self.lock = threading.Lock()
 
@@ -119,13 +129,16 @@ class Handler(BaseHTTPRequestHandler):
     def answer(self, body: dict[str, Any]) -> None:
         """Answer a well-formed request BODY."""
         model = str(body.get("model", ""))
+        with self.server.lock:
+            self.server.seen[model] = self.server.seen.get(model, 0) + 1
+            seen = self.server.seen[model]
+        if model.startswith("flaky-"):
+            failures, _, error = model[len("flaky-") :].partition("-")
+            if seen <= int(failures):
+                self.send_error_scenario(error, retry_after_ms="20")
+                return
         if model.startswith("error-"):
-            status, _, code = model[len("error-") :].partition("-")
-            auth = self.headers.get("Authorization", "no key")
-            message = f"Scenario error {status}; you sent {auth}."
-            self.send_json(
-                int(status), error_object(message, "scenario_error", code or None)
-            )
+            self.send_error_scenario(model[len("error-") :], retry_after_ms="1")
             return
         if model == "html":
             page = b"<html><head><title>502 Bad Gateway</title></head></html>"
@@ -152,7 +165,7 @@ class Handler(BaseHTTPRequestHandler):
                     {
                         "index": i,
                         "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
+                        "finish_reason": finish_reason(model),
                     }
                     for i, text in enumerate(texts)
                 ],
@@ -165,9 +178,16 @@ class Handler(BaseHTTPRequestHandler):
     ) -> None:
         """Stream TEXTS as chat-completion chunks."""
         self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        content_type = {
+            "sse-as-json": "application/json",
+            "sse-untyped": None,
+        }.get(model, "text/event-stream; charset=utf-8")
+        if content_type:
+            self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        if model == "azure-filter":
+            self.send_event({"choices": [], "prompt_filter_results": [{"index": 0}]})
         delay = float(os.environ.get("CHAT_AI_TEST_DELAY", "0.05"))
         pieces = [
             (i, piece)
@@ -194,13 +214,27 @@ class Handler(BaseHTTPRequestHandler):
                 error_object("Scenario error in the stream", "server_error")
             )
         else:
-            finals = [chunk(i, {}, "stop") for i in range(len(texts))]
+            finals = [chunk(i, {}, finish_reason(model)) for i in range(len(texts))]
             self.send_event({"model": model, "choices": finals})
             if (body.get("stream_options") or {}).get("include_usage"):
                 self.send_event({"model": model, "choices": [], "usage": usage})
             if model != "no-done":
                 self.send_chunk(b"data: [DONE]\n\n")
         self.send_chunk(b"")
+
+    def send_error_scenario(self, error: str, retry_after_ms: str) -> None:
+        """Send the error that ERROR, ``STATUS`` or ``STATUS-CODE``, describes."""
+        status, _, code = error.partition("-")
+        auth = self.headers.get("Authorization", "no key")
+        message = f"Scenario error {status}; you sent {auth}."
+        payload = error_object(message, "scenario_error", code or None)
+        data = json.dumps(payload).encode()
+        self.send_response(int(status))
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("retry-after-ms", retry_after_ms)
+        self.end_headers()
+        self.wfile.write(data)
 
     def wait_for_hang_up(self) -> None:
         """Wait until the client closes the connection, then count it."""
@@ -244,6 +278,11 @@ def chunk(
 ) -> dict[str, Any]:
     """Return one streamed choice."""
     return {"index": index, "delta": delta, "finish_reason": finish}
+
+
+def finish_reason(model: str) -> str:
+    """Return why the reply for MODEL stops."""
+    return model if model in ("length", "content_filter") else "stop"
 
 
 def error_object(message: str, type_: str, code: str | None = None) -> dict[str, Any]:

@@ -498,13 +498,28 @@ Text after.
 " ob-chat-ai-test-key)
     (let ((result (ob-chat-ai-test-run)))
       (should (equal result "chat-ai error: HTTP 401 scenario_error invalid_api_key: \
-Scenario error 401; you sent Bearer ***."))
+Scenario error 401; you sent Bearer ***. (check the API key)"))
       (should (string-prefix-p "Text before.\n" (buffer-string)))
       (should (string-suffix-p "\nText after.\n" (buffer-string)))
       (should-not (string-search ob-chat-ai-test-key
                                  (buffer-substring (org-babel-where-is-src-block-result)
                                                    (point-max))))
       (should-not (string-search ob-chat-ai-test-key (ob-chat-ai-test-messages))))))
+
+(ert-deftest ob-chat-ai-test-server-errors-are-retried-and-the-user-told ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model flaky-1-503\nhi\n#+end_src\n"
+    (should (equal (ob-chat-ai-test-run) "hi"))
+    (should (= 2 (length (ob-chat-ai-test-received 2))))
+    (should (string-search "chat-ai: HTTP 503 scenario_error: Scenario error 503; \
+you sent no key. (the server failed; try again later); retrying in 0.0 s (1 of 2)"
+                           (ob-chat-ai-test-messages))))
+  (ob-chat-ai-test-with-org
+      "#+begin_src chat-ai :model flaky-1-502 :max-retries 0\nhi\n#+end_src\n"
+    (should (string-prefix-p "chat-ai error: HTTP 502" (ob-chat-ai-test-run))))
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :max-retries lots\nhi\n#+end_src\n"
+    (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
+                   "chat-ai: :max-retries must be a whole number from 0 to 10, \
+not 'lots'"))))
 
 (ert-deftest ob-chat-ai-test-cut-stream-keeps-the-text ()
   (ob-chat-ai-test-with-org "#+begin_src chat-ai :model cut\nabcdefghijkl\n#+end_src\n"
@@ -606,7 +621,8 @@ is the server running?"))))
       "#+begin_src chat-ai :model error-500\nhi\n#+end_src\n"
     (ob-chat-ai-test-execute "chat-ai")
     (should (string-suffix-p
-             "#+RESULTS:\n: chat-ai error: HTTP 500 scenario_error: Scenario error 500; you sent no key.\n"
+             "#+RESULTS:\n: chat-ai error: HTTP 500 scenario_error: Scenario error 500; \
+you sent no key. (the server failed; try again later)\n"
              (ob-chat-ai-test-idle)))))
 
 (ert-deftest ob-chat-ai-test-async-empty-reply-and-crash-are-resolved ()
