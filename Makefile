@@ -4,7 +4,8 @@ PYTHON ?= python3
 EMACS ?= emacs
 VENV ?= .venv
 VPY := $(VENV)/bin/python
-EL := ob-chat-ai-process.el ob-chat-ai.el
+# The package's main file first: package-lint takes the first as the package.
+EL := ob-chat-ai.el ob-chat-ai-process.el ob-chat-ai-messages.el
 PACKAGE_LINT = $$(compgen -G "/usr/share/emacs/site-lisp/elpa/package-lint-[0-9]*" | head -n 1)
 
 .PHONY: test demo bench venv system-deps lint-python pytest lint-elisp compile checkdoc package-lint ert ert-local clean
@@ -63,7 +64,7 @@ checkdoc: system-deps
 
 package-lint: system-deps
 	$(EMACS) -Q --batch -L $(PACKAGE_LINT) -L . -l scripts/package-lint-batch.el \
-	  ob-chat-ai.el ob-chat-ai-process.el
+	  $(EL)
 
 ert: venv system-deps
 	CHAT_AI_TEST_PYTHON=$(abspath $(VPY)) $(EMACS) -Q --batch -L . -l tests/test-ob-chat-ai.el \

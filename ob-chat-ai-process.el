@@ -271,7 +271,7 @@ nil for an empty line."
       (pcase (alist-get 'type event)
         ("delta" (ob-chat-ai--call (ob-chat-ai-request-on-delta request) event))
         ("retry" (ob-chat-ai--call (ob-chat-ai-request-on-retry request) event))
-        ((or "done" "error") (ob-chat-ai--finish request event))))))
+        ((or "done" "error" "preview") (ob-chat-ai--finish request event))))))
 
 (defun ob-chat-ai--finish (request event)
   "Record EVENT as the end of REQUEST and run its finish callback."

@@ -41,6 +41,7 @@
 (require 'url-parse)
 (require 'org-element)
 (require 'ob-chat-ai-process)
+(require 'ob-chat-ai-messages)
 
 ;;;; Customization
 
@@ -99,7 +100,9 @@ whose text is needed at once always wait: during export, for
 ;;;; Header args
 
 (defvar org-babel-default-header-args:chat-ai
-  '((:stream . "yes"))
+  '((:stream . "yes")
+    (:colnames . "no")
+    (:hlines . "yes"))
   "Default header arguments for chat-ai source blocks.")
 
 (defconst ob-chat-ai--request-fields
@@ -136,6 +139,8 @@ JSON object) or `json-or-string'.")
     (:api-key . :any)
     (:timeout . :any)
     (:max-retries . :any)
+    (:dry-run . ("yes" "no"))
+    (:usage . ("yes" "no"))
     (:async . ("yes" "no")))
   "Header args that shape the request without being a field of their own.")
 
@@ -179,13 +184,29 @@ the reply replaces it when it has come."
       (prog1 ob-chat-ai--finished-reply
         (setq ob-chat-ai--finished-reply nil))
     (ob-chat-ai--check-header-args params)
-    (let ((envelope (ob-chat-ai--envelope body params)))
-      (if (ob-chat-ai--async-p params)
-          (ob-chat-ai--start-job envelope body params)
-        (ob-chat-ai--run-sync envelope)))))
+    (if (ob-chat-ai--yes-p params :dry-run)
+        (org-babel-expand-body:chat-ai body params)
+      (let ((envelope (ob-chat-ai--envelope body params)))
+        (if (ob-chat-ai--async-p params)
+            (ob-chat-ai--start-job envelope body params)
+          (ob-chat-ai--run-sync envelope params))))))
 
-(defun ob-chat-ai--run-sync (envelope)
-  "Send ENVELOPE, wait for the whole reply and return its text."
+(defun org-babel-expand-body:chat-ai (body params)
+  "Return the request that BODY and PARAMS would send, as JSON, its key masked.
+Nothing is sent.  This is what \\[org-babel-expand-src-block] shows."
+  (let* ((envelope (ob-chat-ai--envelope body params t))
+         (final (ob-chat-ai-process-wait
+                 (ob-chat-ai-process-send (cons '(dry_run . t) envelope)))))
+    (pcase (alist-get 'type final)
+      ("preview" (alist-get 'text final))
+      (_ (ob-chat-ai--user-error "%s" (ob-chat-ai--invalid-message final))))))
+
+(defun ob-chat-ai--yes-p (params name)
+  "Return non-nil when header arg NAME in PARAMS is yes."
+  (member (format "%s" (ob-chat-ai--param params name)) '("yes" "t")))
+
+(defun ob-chat-ai--run-sync (envelope params)
+  "Send ENVELOPE, wait for the whole reply and return its text, as PARAMS ask."
   (let* ((pieces nil)
          (request (ob-chat-ai-process-send
                    envelope
@@ -196,7 +217,7 @@ the reply replaces it when it has come."
     (let ((final (ob-chat-ai-process-wait request)))
       (when (equal (alist-get 'kind final) "invalid")
         (ob-chat-ai--user-error "%s" (ob-chat-ai--invalid-message final)))
-      (ob-chat-ai--reply-text (ob-chat-ai--choice-texts pieces) final))))
+      (ob-chat-ai--reply-text (ob-chat-ai--choice-texts pieces) final params))))
 
 (defun ob-chat-ai--report-retry (event)
   "Show the user the line of retry EVENT: the request will be tried again."
@@ -224,8 +245,9 @@ the reply replaces it when it has come."
             (ob-chat-ai--user-error "Unknown header argument %s%s" name
                         (if guess (format " (did you mean %s?)" guess) ""))))))))
 
-(defun ob-chat-ai--envelope (body params)
-  "Return the request for BODY and PARAMS, as an alist ready for the helper."
+(defun ob-chat-ai--envelope (body params &optional preview)
+  "Return the request for BODY and PARAMS, as an alist ready for the helper.
+For a PREVIEW, a missing API key is no error."
   (when (string-empty-p (string-trim body))
     (ob-chat-ai--user-error "The block is empty; write the prompt between \
 #+begin_src and #+end_src"))
@@ -242,7 +264,7 @@ the reply replaces it when it has come."
          (headers (ob-chat-ai--headers (ob-chat-ai--param params :headers)))
          (key (ob-chat-ai--api-key params base-url
                                    (or (plist-get provider :key-env) "OPENAI_API_KEY")
-                                   headers))
+                                   (or headers preview)))
          (api-version (ob-chat-ai--param params :api-version))
          (timeout (ob-chat-ai--param params :timeout))
          (retries (ob-chat-ai--param params :max-retries)))
@@ -308,20 +330,39 @@ JSON object."
                       (ob-chat-ai--json-value (car spec) (nth 2 spec) value))
                 fields))))
     (push (cons 'messages (ob-chat-ai--messages body params)) fields)
+    (when (and (ob-chat-ai--yes-p params :usage) (assq 'stream fields)
+               (eq (cdr (assq 'stream fields)) t))
+      (push '(stream_options (include_usage . t)) fields))
     (let ((listed (nreverse fields)))
       (append listed
               (seq-remove (lambda (field) (assq (car field) listed))
                           (ob-chat-ai--params-object params))))))
 
 (defun ob-chat-ai--messages (body params)
-  "Return the messages for BODY, after the system message from PARAMS."
-  (let ((system (ob-chat-ai--param params :system))
-        (role (format "%s" (or (ob-chat-ai--param params :role-system) "system"))))
+  "Return the messages for BODY and PARAMS.
+They are the system message, the conversation so far of the block's
+:session, and the turns of BODY, its $variables replaced."
+  (let* ((session (ob-chat-ai--session params))
+         (history (and session
+                       (ob-chat-ai-messages-history
+                        session (or org-babel-current-src-block-location (point)))))
+         (system (or (cdr history) (ob-chat-ai--param params :system)))
+         (role (format "%s" (or (ob-chat-ai--param params :role-system) "system")))
+         (turns (append (car history)
+                        (ob-chat-ai-messages-turns
+                         (ob-chat-ai-messages-substitute
+                          body (org-babel--get-vars params))))))
     (unless (member role '("system" "developer"))
       (ob-chat-ai--user-error ":role-system must be system or developer, not %s" role))
     (vconcat
      (and system `(((role . ,role) (content . ,(format "%s" system)))))
-     `(((role . "user") (content . ,body))))))
+     (mapcar (lambda (turn) `((role . ,(car turn)) (content . ,(cdr turn))))
+             turns))))
+
+(defun ob-chat-ai--session (params)
+  "Return the name of the :session in PARAMS, or nil when there is none."
+  (let ((session (ob-chat-ai--param params :session)))
+    (and session (not (equal session "none")) (format "%s" session))))
 
 (defun ob-chat-ai--json-value (name kind value)
   "Return header arg NAME's VALUE as the JSON value of its KIND.
@@ -392,13 +433,13 @@ Its value is a JSON object, or the name of a block whose body is one."
       (goto-char position)
       (string-trim (nth 1 (org-babel-get-src-block-info 'no-eval))))))
 
-(defun ob-chat-ai--api-key (params base-url variable headers)
+(defun ob-chat-ai--api-key (params base-url variable optional)
   "Return the API key for BASE-URL: from PARAMS, auth-source or the environment.
 A <<NAME>> :api-key names a block whose body is the key; the
 environment VARIABLE is the last place looked.  Return nil when no
-key is found for a server on loopback, or when HEADERS, the extra
-HTTP headers, are given (a proxy may authenticate by them); signal
-a `user-error' saying where it looked otherwise."
+key is found for a server on loopback, or when the key is OPTIONAL
+\(extra headers may authenticate the request, or nothing is to be
+sent); signal a `user-error' saying where it looked otherwise."
   (let* ((host (url-host (url-generic-parse-url base-url)))
          (given (ob-chat-ai--param params :api-key))
          (key (cond
@@ -414,7 +455,7 @@ which is empty" name))))
                ((ob-chat-ai--nonempty (getenv variable))))))
     (when (and key (string-match-p "[\n\r]" key))
       (ob-chat-ai--user-error "The API key has a line break in it"))
-    (if (or key headers (ob-chat-ai--loopback-p host))
+    (if (or key optional (ob-chat-ai--loopback-p host))
         key
       (ob-chat-ai--user-error "No API key for %s; looked in :api-key, auth-source \
 (machine %s in %s) and $%s"
@@ -450,23 +491,28 @@ DELTAS are the delta events of a reply, the last one first."
       (push (alist-get 'text delta) (aref texts (alist-get 'choice delta))))
     (mapcar (lambda (pieces) (apply #'concat pieces)) texts)))
 
-(defun ob-chat-ai--reply-text (texts final)
-  "Return the text to show for choice TEXTS and the FINAL event.
+(defun ob-chat-ai--reply-text (texts final params)
+  "Return the text to show for choice TEXTS and the FINAL event, as PARAMS ask.
 An error becomes one line after whatever text had arrived, and is
-also shown in the echo area."
+also shown in the echo area.  With :usage yes, a line about the
+tokens used follows the reply."
   (let ((reply (ob-chat-ai--join-choices texts)))
     (pcase (alist-get 'type final)
       ("done"
-       (let ((early (seq-find (lambda (reason)
-                                (member reason '("length" "content_filter")))
-                              (alist-get 'finish_reasons final))))
-         (cond
-          (early
-           (concat reply "\n\n"
-                   (format "[chat-ai: the reply stopped early: finish_reason %s]"
-                           early)))
-          ((string-empty-p reply) "[chat-ai: the model sent an empty reply]")
-          (t reply))))
+       (let* ((early (seq-find (lambda (reason)
+                                 (member reason '("length" "content_filter")))
+                               (alist-get 'finish_reasons final)))
+              (text (cond
+                     (early
+                      (concat reply "\n\n"
+                              (format "[chat-ai: the reply stopped early: \
+finish_reason %s]"
+                                      early)))
+                     ((string-empty-p reply) "[chat-ai: the model sent an empty reply]")
+                     (t reply))))
+         (if (ob-chat-ai--yes-p params :usage)
+             (concat text "\n\n" (ob-chat-ai--usage-line final))
+           text)))
       (_
        (let ((line (pcase (alist-get 'kind final)
                      ("cancelled" "[chat-ai: cancelled; the reply is incomplete]")
@@ -475,6 +521,20 @@ also shown in the echo area."
                      (_ (concat "chat-ai error: " (alist-get 'message final))))))
          (message "%s" line)
          (if (string-empty-p reply) line (concat reply "\n\n" line)))))))
+
+(defun ob-chat-ai--usage-line (final)
+  "Return one line naming the model, the tokens and the finish of FINAL."
+  (let ((usage (alist-get 'usage final)))
+    (format "[chat-ai: %s, %s, finish_reason %s]"
+            (or (alist-get 'model final) "the model")
+            (if usage
+                (format "tokens %s prompt + %s completion = %s"
+                        (alist-get 'prompt_tokens usage)
+                        (alist-get 'completion_tokens usage)
+                        (alist-get 'total_tokens usage))
+              "the server reported no token usage")
+            (mapconcat (lambda (reason) (format "%s" reason))
+                       (alist-get 'finish_reasons final) ", "))))
 
 (defun ob-chat-ai--join-choices (texts)
   "Return the choice TEXTS as one text, each choice after the first labelled."
@@ -655,7 +715,7 @@ Do nothing while the placeholder cannot be found."
   (setq ob-chat-ai--jobs (delq job ob-chat-ai--jobs))
   (let ((text (ob-chat-ai--reply-text
                (ob-chat-ai--choice-texts (ob-chat-ai--job-deltas job))
-               event)))
+               event (ob-chat-ai--job-params job))))
     (when (equal (alist-get 'type event) "done")
       (message "chat-ai: answered in %.1fs" (- (float-time) (ob-chat-ai--job-started job))))
     (when (ob-chat-ai--job-block-live-p job)

@@ -106,6 +106,13 @@ def answer(envelope: Any, client: Client, writer: EventWriter, cancel: Cancel) -
     """
     request_id = envelope.get("id") if isinstance(envelope, dict) else None
     try:
+        if isinstance(envelope, dict) and envelope.get("dry_run"):
+            preview = parse_request(envelope, require_key=False).preview()
+            text = json.dumps(preview, ensure_ascii=False, indent=2)
+            writer.event(
+                {"id": request_id, "type": "preview", "request": preview, "text": text}
+            )
+            return
         request = parse_request(envelope)
         events = client.complete(request, before_wait=writer.flush, cancel=cancel)
         for event in events:

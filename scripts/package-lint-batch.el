@@ -9,10 +9,11 @@
 ;; wrongly:
 ;; - depending on Emacs 28.1 makes a package "uninstallable in all
 ;;   released Emacs versions" (the release predates Emacs 28);
-;; - `org-babel-header-args:LANG', the name Babel looks up for a
-;;   language's header arguments, lacks the package prefix (the release
-;;   allows its siblings `org-babel-execute:' and
-;;   `org-babel-default-header-args:', but not this one).
+;; - `org-babel-header-args:LANG' and `org-babel-expand-body:LANG', the
+;;   names Babel looks up for a language's header arguments and expanded
+;;   body, lack the package prefix (the release allows their siblings
+;;   `org-babel-execute:' and `org-babel-default-header-args:', but not
+;;   these).
 
 ;;; Code:
 
@@ -22,6 +23,9 @@
   '("This makes the package uninstallable in all released Emacs versions."
     "\"org-babel-header-args:chat-ai\" doesn't start with package's prefix \"ob-chat-ai\"."
     "`org-babel-header-args:chat-ai' contains a non-standard separator `:', \
+use hyphens instead (see Elisp Coding Conventions)."
+    "\"org-babel-expand-body:chat-ai\" doesn't start with package's prefix \"ob-chat-ai\"."
+    "`org-babel-expand-body:chat-ai' contains a non-standard separator `:', \
 use hyphens instead (see Elisp Coding Conventions).")
   "Findings that old package-lint releases make wrongly.")
 

@@ -356,6 +356,172 @@ hi
       (should (equal (buffer-string) original))
       (should-not (ob-chat-ai-test-received)))))
 
+;;;; Tests: conversations
+
+(defun ob-chat-ai-test-messages-sent (&optional request)
+  "Return the messages of REQUEST, or of the only request, as (ROLE CONTENT)."
+  (mapcar (lambda (message)
+            (list (alist-get 'role message) (alist-get 'content message)))
+          (alist-get 'messages (ob-chat-ai-test-body request))))
+
+(ert-deftest ob-chat-ai-test-turns-in-one-block ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m
+[system]: Answer in one word.
+[user]: Capital of France?
+[assistant]: Paris.
+
+[user]: And of Japan?
+\\[user]: stays text
+#+end_src
+"
+    (should (equal (ob-chat-ai-test-run) "And of Japan?\n[user]: stays text"))
+    (should (equal (ob-chat-ai-test-messages-sent)
+                   '(("system" "Answer in one word.")
+                     ("user" "Capital of France?")
+                     ("assistant" "Paris.")
+                     ("user" "And of Japan?\n[user]: stays text"))))))
+
+(ert-deftest ob-chat-ai-test-org-ai-markers-work-unchanged ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m
+[SYS]: Be brief.
+[ME]: Hello
+[AI]: Hi!
+[ME]: How are you?
+[AI]:
+#+end_src
+"
+    (should (equal (ob-chat-ai-test-run) "How are you?"))
+    (should (equal (ob-chat-ai-test-messages-sent)
+                   '(("system" "Be brief.") ("user" "Hello") ("assistant" "Hi!")
+                     ("user" "How are you?"))))))
+
+(ert-deftest ob-chat-ai-test-session-threads-blocks-in-document-order ()
+  (ob-chat-ai-test-with-org "* Chat
+#+begin_src chat-ai :model m :session trip :system \"You plan trips.\"
+Where should I go in May?
+#+end_src
+
+#+RESULTS:
+: Kyoto.
+
+#+begin_src chat-ai :model m :session other
+Unrelated.
+#+end_src
+
+#+RESULTS:
+: Not part of it.
+
+#+begin_src chat-ai :model m :session trip
+How do I get there?
+#+end_src
+"
+    (goto-char (point-max))
+    (re-search-backward "^#\\+begin_src")
+    (org-babel-execute-src-block)
+    (should (equal (ob-chat-ai-test-messages-sent)
+                   '(("system" "You plan trips.")
+                     ("user" "Where should I go in May?")
+                     ("assistant" "Kyoto.")
+                     ("user" "How do I get there?"))))
+    (goto-char (point-min))
+    (search-forward ": Kyoto.")
+    (replace-match ": Osaka, after all.")
+    (with-current-buffer (process-buffer ob-chat-ai-test-server) (erase-buffer))
+    (goto-char (point-max))
+    (re-search-backward "^#\\+begin_src")
+    (org-babel-execute-src-block)
+    (should (equal (nth 2 (ob-chat-ai-test-messages-sent))
+                   '("assistant" "Osaka, after all.")))))
+
+(ert-deftest ob-chat-ai-test-session-from-a-heading-property ()
+  (ob-chat-ai-test-with-org "* Thread
+:PROPERTIES:
+:header-args:chat-ai: :session t1 :model m
+:END:
+#+begin_src chat-ai
+First question
+#+end_src
+
+#+RESULTS:
+#+begin_example
+A long
+answer
+#+end_example
+
+#+begin_src chat-ai
+Second question
+#+end_src
+"
+    (goto-char (point-max))
+    (re-search-backward "^#\\+begin_src")
+    (org-babel-execute-src-block)
+    (should (equal (ob-chat-ai-test-messages-sent)
+                   '(("user" "First question")
+                     ("assistant" "A long\nanswer")
+                     ("user" "Second question"))))))
+
+(ert-deftest ob-chat-ai-test-vars-and-noweb-in-the-body ()
+  (ob-chat-ai-test-with-org "#+name: langs
+| name | year |
+|------+------|
+| Lisp | 1958 |
+
+#+name: topic
+#+begin_src text
+Org Babel
+#+end_src
+
+#+begin_src chat-ai :model m :var who=\"a poet\" n=3 data=langs :noweb yes
+As ${who}, say $n things about <<topic>>:
+$data
+$unknown stays.
+#+end_src
+"
+    (re-search-forward "^#\\+begin_src chat-ai")
+    (org-babel-execute-src-block)
+    (should (equal (cadr (car (ob-chat-ai-test-messages-sent)))
+                   "As a poet, say 3 things about Org Babel:
+| name | year |
+|------+------|
+| Lisp | 1958 |
+$unknown stays."))))
+
+(ert-deftest ob-chat-ai-test-dry-run-and-expand-show-the-request-and-send-nothing ()
+  (ob-chat-ai-test-with-org
+      (format "#+begin_src chat-ai :model m :api-key %s :dry-run yes :system \"S\"
+Hello \"there\"
+#+end_src
+" ob-chat-ai-test-key)
+    (let* ((result (ob-chat-ai-test-run))
+           (request (json-parse-string result :object-type 'alist)))
+      (should (equal (alist-get 'url request) (concat base-url "/chat/completions")))
+      (should (equal (alist-get 'Authorization (alist-get 'headers request)) "Bearer ***"))
+      (should (equal (alist-get 'content (aref (alist-get 'messages (alist-get 'body request)) 1))
+                     "Hello \"there\""))
+      (should-not (string-search ob-chat-ai-test-key
+                                 (buffer-substring (org-babel-where-is-src-block-result)
+                                                   (point-max))))
+      (goto-char (point-min))
+      (should (equal (json-parse-string (org-babel-expand-src-block) :object-type 'alist)
+                     request))
+      (should-not (ob-chat-ai-test-received)))))
+
+(ert-deftest ob-chat-ai-test-usage-line-after-the-reply ()
+  (dolist (stream '("yes" "no"))
+    (ob-chat-ai-test-with-org
+        (format "#+begin_src chat-ai :model m :usage yes :stream %s\nabcd\n#+end_src\n" stream)
+      (should (equal (ob-chat-ai-test-run)
+                     "abcd\n\n[chat-ai: m, tokens 4 prompt + 4 completion = 8, finish_reason stop]"))
+      (should (equal (equal stream "yes")
+                     (equal (alist-get 'stream_options (ob-chat-ai-test-body))
+                            '((include_usage . t))))))))
+
+(ert-deftest ob-chat-ai-test-cache-does-not-send-an-unchanged-block-again ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :cache yes\nonce\n#+end_src\n"
+    (should (equal (ob-chat-ai-test-run) "once"))
+    (should (equal (ob-chat-ai-test-run) "once"))
+    (should (= 1 (length (ob-chat-ai-test-received))))))
+
 ;;;; Tests: proxies and Azure
 
 (ert-deftest ob-chat-ai-test-proxy-with-its-own-header-as-in-the-seed ()

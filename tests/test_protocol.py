@@ -200,3 +200,28 @@ def test_cancelling_one_request_leaves_the_others_alone(
     helper.send({"type": "cancel", "id": "keep"})
     assert helper.finish() == []
     assert wait_for_hang_ups(server, 2) == 2
+
+
+def test_dry_run_answers_with_the_request_and_sends_nothing(
+    server: LoopbackServer,
+) -> None:
+    request = envelope(server, "d", stream=True)
+    events = serve({**request, "dry_run": True, "provider": "openai"})
+    assert json.loads(events[0].pop("text")) == events[0]["request"]
+    assert events == [
+        {
+            "id": "d",
+            "type": "preview",
+            "request": {
+                "method": "POST",
+                "url": f"{server.base_url}/chat/completions",
+                "headers": {
+                    "Content-Type": "application/json",
+                    "Accept": "text/event-stream",
+                    "Authorization": "Bearer ***",
+                },
+                "body": request["body"],
+            },
+        }
+    ]
+    assert server.received == []
