@@ -38,6 +38,7 @@
 (require 'ob)
 (require 'org-src)
 (require 'auth-source)
+(require 'json)
 (require 'url-parse)
 (require 'org-element)
 (require 'ob-chat-ai-process)
@@ -386,9 +387,15 @@ helper to refuse with a message naming the field."
     ('json (if (stringp value)
                (ob-chat-ai--parse-json name value)
              (ob-chat-ai--json-scalar value)))
-    ('json-or-string (if (and (stringp value) (string-prefix-p "{" value))
-                         (ob-chat-ai--parse-json name value)
-                       (format "%s" value)))))
+    ('json-or-string
+     (let ((text (format "%s" value)))
+       (cond
+        ((string-prefix-p "{" text) (ob-chat-ai--parse-json name text))
+        ((and (string-match-p "\\`[^ \t\n]+\\'" text)
+              (not (member text '("text" "json" "json_object" "json_schema")))
+              (org-babel-find-named-block text))
+         (ob-chat-ai--parse-json name (ob-chat-ai--named-block-body text name)))
+        (t text))))))
 
 (defun ob-chat-ai--list-item (item)
   "Return ITEM of a header arg list as a string.
@@ -496,7 +503,10 @@ DELTAS are the delta events of a reply, the last one first."
 An error becomes one line after whatever text had arrived, and is
 also shown in the echo area.  With :usage yes, a line about the
 tokens used follows the reply."
-  (let ((reply (ob-chat-ai--join-choices texts)))
+  (let ((reply (ob-chat-ai--join-choices
+                (if (ob-chat-ai--param params :response-format)
+                    (mapcar #'ob-chat-ai--pretty-json texts)
+                  texts))))
     (pcase (alist-get 'type final)
       ("done"
        (let* ((early (seq-find (lambda (reason)
@@ -521,6 +531,15 @@ finish_reason %s]"
                      (_ (concat "chat-ai error: " (alist-get 'message final))))))
          (message "%s" line)
          (if (string-empty-p reply) line (concat reply "\n\n" line)))))))
+
+(defun ob-chat-ai--pretty-json (text)
+  "Return TEXT indented as JSON when it is JSON, else TEXT as it is."
+  (condition-case nil
+      (let ((json-encoding-pretty-print t)
+            (json-null :null)
+            (json-false :false))
+        (json-encode (json-read-from-string text)))
+    (error text)))
 
 (defun ob-chat-ai--usage-line (final)
   "Return one line naming the model, the tokens and the finish of FINAL."

@@ -109,12 +109,23 @@ def _metadata(name: str, value: Any) -> Any:
     return value
 
 
+SCHEMA_TYPES = ("object", "array", "string", "number", "integer", "boolean")
+
+
 def _response_format(name: str, value: Any) -> Any:
+    """Check response_format; a bare JSON schema becomes a json_schema format."""
     if value == "json":
         value = "json_object"
     if isinstance(value, str):
         value = {"type": value}
     _object(name, value)
+    if value.get("type") in SCHEMA_TYPES or (
+        "type" not in value and ("properties" in value or "$schema" in value)
+    ):
+        value = {
+            "type": "json_schema",
+            "json_schema": {"name": "reply", "schema": value},
+        }
     if value.get("type") not in ("text", "json_object", "json_schema"):
         raise ConfigError(
             f"{name} type must be text, json_object or json_schema, not "

@@ -522,6 +522,40 @@ Hello \"there\"
     (should (equal (ob-chat-ai-test-run) "once"))
     (should (= 1 (length (ob-chat-ai-test-received))))))
 
+(ert-deftest ob-chat-ai-test-json-replies-are-pretty-and-usable-as-data ()
+  (ob-chat-ai-test-with-org "#+name: city-schema
+#+begin_src json
+{\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}}
+#+end_src
+
+#+name: answer
+#+begin_src chat-ai :model m :response-format city-schema
+{\"city\": \"京都\", \"sights\": [\"Kinkaku-ji\", \"Gion\"]}
+#+end_src
+
+#+begin_src emacs-lisp :var reply=answer
+(gethash \"city\" (json-parse-string reply))
+#+end_src
+"
+    (re-search-forward "^#\\+begin_src chat-ai")
+    (org-babel-execute-src-block)
+    (should (equal (alist-get 'response_format (ob-chat-ai-test-body))
+                   '((type . "json_schema")
+                     (json_schema (name . "reply")
+                                  (schema (type . "object")
+                                          (properties (city (type . "string"))))))))
+    (should (string-search "#+RESULTS: answer
+: {
+:   \"city\": \"京都\",
+:   \"sights\": [
+:     \"Kinkaku-ji\",
+:     \"Gion\"
+:   ]
+: }
+" (buffer-string)))
+    (re-search-forward "^#\\+begin_src emacs-lisp")
+    (should (equal (org-babel-execute-src-block) "京都"))))
+
 ;;;; Tests: proxies and Azure
 
 (ert-deftest ob-chat-ai-test-proxy-with-its-own-header-as-in-the-seed ()

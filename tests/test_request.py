@@ -74,6 +74,14 @@ def test_invalid_fields_are_refused_by_name(
     assert param in str(caught.value)
 
 
+def test_a_bare_json_schema_becomes_a_json_schema_format() -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    assert check_body(body(response_format=schema))["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "reply", "schema": schema},
+    }
+
+
 def test_response_format_shorthands_become_objects() -> None:
     assert check_body(body(response_format="json"))["response_format"] == {
         "type": "json_object"
