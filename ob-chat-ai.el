@@ -43,6 +43,7 @@
 (require 'org-element)
 (require 'ob-chat-ai-process)
 (require 'ob-chat-ai-messages)
+(require 'ob-chat-ai-convert)
 
 ;;;; Customization
 
@@ -141,6 +142,7 @@ JSON object) or `json-or-string'.")
     (:timeout . :any)
     (:max-retries . :any)
     (:dry-run . ("yes" "no"))
+    (:format . ("markdown" "org"))
     (:usage . ("yes" "no"))
     (:async . ("yes" "no")))
   "Header args that shape the request without being a field of their own.")
@@ -218,7 +220,8 @@ Nothing is sent.  This is what \\[org-babel-expand-src-block] shows."
     (let ((final (ob-chat-ai-process-wait request)))
       (when (equal (alist-get 'kind final) "invalid")
         (ob-chat-ai--user-error "%s" (ob-chat-ai--invalid-message final)))
-      (ob-chat-ai--reply-text (ob-chat-ai--choice-texts pieces) final params))))
+      (ob-chat-ai--reply-text (ob-chat-ai--choice-texts pieces) final params
+                              (ob-chat-ai--heading-level)))))
 
 (defun ob-chat-ai--report-retry (event)
   "Show the user the line of retry EVENT: the request will be tried again."
@@ -498,15 +501,20 @@ DELTAS are the delta events of a reply, the last one first."
       (push (alist-get 'text delta) (aref texts (alist-get 'choice delta))))
     (mapcar (lambda (pieces) (apply #'concat pieces)) texts)))
 
-(defun ob-chat-ai--reply-text (texts final params)
+(defun ob-chat-ai--reply-text (texts final params level)
   "Return the text to show for choice TEXTS and the FINAL event, as PARAMS ask.
 An error becomes one line after whatever text had arrived, and is
 also shown in the echo area.  With :usage yes, a line about the
-tokens used follows the reply."
+tokens used follows the reply.  With :format org, Markdown becomes
+Org, its headings below a heading of LEVEL."
   (let ((reply (ob-chat-ai--join-choices
-                (if (ob-chat-ai--param params :response-format)
-                    (mapcar #'ob-chat-ai--pretty-json texts)
-                  texts))))
+                (cond
+                 ((ob-chat-ai--param params :response-format)
+                  (mapcar #'ob-chat-ai--pretty-json texts))
+                 ((ob-chat-ai--org-format-p params)
+                  (mapcar (lambda (text) (ob-chat-ai-convert-markdown text level))
+                          texts))
+                 (t texts)))))
     (pcase (alist-get 'type final)
       ("done"
        (let* ((early (seq-find (lambda (reason)
@@ -531,6 +539,17 @@ finish_reason %s]"
                      (_ (concat "chat-ai error: " (alist-get 'message final))))))
          (message "%s" line)
          (if (string-empty-p reply) line (concat reply "\n\n" line)))))))
+
+(defun ob-chat-ai--org-format-p (params)
+  "Return non-nil when PARAMS ask for the reply as Org text, checking :format."
+  (let ((format (format "%s" (or (ob-chat-ai--param params :format) "markdown"))))
+    (unless (member format '("markdown" "org"))
+      (ob-chat-ai--user-error ":format must be markdown or org, not %s" format))
+    (equal format "org")))
+
+(defun ob-chat-ai--heading-level ()
+  "Return the level of the heading at point, 0 before the first heading."
+  (or (org-current-level) 0))
 
 (defun ob-chat-ai--pretty-json (text)
   "Return TEXT indented as JSON when it is JSON, else TEXT as it is."
@@ -592,7 +611,9 @@ finish_reason %s]"
   (start nil :documentation "A marker at the start of the streamed text.")
   (end nil :documentation "A marker at the end of the streamed text.")
   (hidden nil :documentation "Non-nil once the streamed text was deleted.")
-  (overlay nil :documentation "The overlay showing progress after the text."))
+  (overlay nil :documentation "The overlay showing progress after the text.")
+  (converter nil :documentation "The Markdown to Org converter, for :format org.")
+  (shown nil :documentation "The text shown of the first choice, the last piece first."))
 
 (defvar ob-chat-ai--jobs nil
   "The blocks whose replies are on their way, the newest first.")
@@ -631,7 +652,9 @@ It is not when it runs a #+CALL: line or an inline block."
                :body body
                :params params
                :placeholder placeholder
-               :started (float-time))))
+               :started (float-time)
+               :converter (and (ob-chat-ai--org-format-p params)
+                               (ob-chat-ai-convert-create (ob-chat-ai--heading-level))))))
     (setf (ob-chat-ai--job-request job)
           (ob-chat-ai-process-send
            envelope
@@ -656,9 +679,14 @@ It is not when it runs a #+CALL: line or an inline block."
 (defun ob-chat-ai--job-delta (job event)
   "Add delta EVENT to JOB and show its text in the results."
   (push event (ob-chat-ai--job-deltas job))
-  (let ((text (alist-get 'text event)))
-    (cl-incf (ob-chat-ai--job-chars job) (length text))
-    (when (and (eql (alist-get 'choice event) 0)
+  (let* ((first (eql (alist-get 'choice event) 0))
+         (converter (ob-chat-ai--job-converter job))
+         (raw (alist-get 'text event))
+         (text (if (and first converter) (ob-chat-ai-convert-feed converter raw) raw)))
+    (cl-incf (ob-chat-ai--job-chars job) (length raw))
+    (when first
+      (push text (ob-chat-ai--job-shown job)))
+    (when (and first
                (not (ob-chat-ai--job-hidden job))
                (ob-chat-ai--job-buffer job))
       (with-current-buffer (ob-chat-ai--job-buffer job)
@@ -700,7 +728,7 @@ Do nothing while the placeholder cannot be found."
           (setf (ob-chat-ai--job-start job) (copy-marker start)
                 (ob-chat-ai--job-end job) (copy-marker start t))
           (insert ": " (ob-chat-ai--fixed-width
-                        (car (ob-chat-ai--choice-texts (ob-chat-ai--job-deltas job)))))
+                        (apply #'concat (reverse (ob-chat-ai--job-shown job)))))
           (setf (ob-chat-ai--job-overlay job)
                 (make-overlay start (point) nil nil t)))))))
 
@@ -734,7 +762,9 @@ Do nothing while the placeholder cannot be found."
   (setq ob-chat-ai--jobs (delq job ob-chat-ai--jobs))
   (let ((text (ob-chat-ai--reply-text
                (ob-chat-ai--choice-texts (ob-chat-ai--job-deltas job))
-               event (ob-chat-ai--job-params job))))
+               event (ob-chat-ai--job-params job)
+               (let ((converter (ob-chat-ai--job-converter job)))
+                 (and converter (ob-chat-ai-convert-level converter))))))
     (when (equal (alist-get 'type event) "done")
       (message "chat-ai: answered in %.1fs" (- (float-time) (ob-chat-ai--job-started job))))
     (when (ob-chat-ai--job-block-live-p job)

@@ -556,6 +556,54 @@ Hello \"there\"
     (re-search-forward "^#\\+begin_src emacs-lisp")
     (should (equal (org-babel-execute-src-block) "京都"))))
 
+(defconst ob-chat-ai-test-markdown
+  "# Plan
+Run **this**:
+```shell
+* not a heading
+#+end_src
+```"
+  "A Markdown reply that breaks Org if left alone.")
+
+(defun ob-chat-ai-test-escaped (text)
+  "Return TEXT as the body of a source block holds it, Org syntax escaped."
+  (org-escape-code-in-string text))
+
+(defconst ob-chat-ai-test-markdown-as-org
+  ":results:
+** Plan
+Run *this*:
+#+begin_src sh
+,* not a heading
+,#+end_src
+#+end_src
+:end:
+"
+  "`ob-chat-ai-test-markdown' as the results of a block under a first-level heading.")
+
+(ert-deftest ob-chat-ai-test-format-org-converts-the-reply ()
+  (ob-chat-ai-test-with-org
+      (format "* Notes\n#+begin_src chat-ai :model m :format org :results drawer :stream no\n%s\n#+end_src\n"
+              (ob-chat-ai-test-escaped ob-chat-ai-test-markdown))
+    (re-search-forward "^#\\+begin_src")
+    (org-babel-execute-src-block)
+    (should (string-suffix-p (concat "#+RESULTS:\n" ob-chat-ai-test-markdown-as-org)
+                             (buffer-string)))))
+
+(ert-deftest ob-chat-ai-test-format-org-converts-as-it-streams ()
+  (ob-chat-ai-test-async
+      (format "* Notes\n#+begin_src chat-ai :model slow :format org :results drawer\n%s\n#+end_src\n"
+              (ob-chat-ai-test-escaped ob-chat-ai-test-markdown))
+    (ob-chat-ai-test-execute "^#\\+begin_src")
+    (ob-chat-ai-test-wait (lambda () (string-search ": ** Plan" (buffer-string))))
+    (should (string-suffix-p (concat "#+RESULTS:\n" ob-chat-ai-test-markdown-as-org)
+                             (ob-chat-ai-test-idle)))))
+
+(ert-deftest ob-chat-ai-test-format-must-be-markdown-or-org ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :format html\nhi\n#+end_src\n"
+    (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
+                   "chat-ai: :format must be markdown or org, not html"))))
+
 ;;;; Tests: proxies and Azure
 
 (ert-deftest ob-chat-ai-test-proxy-with-its-own-header-as-in-the-seed ()
