@@ -84,6 +84,34 @@ After the block.
     (should-not (string-search "waiting for" (buffer-string)))
     (ob-chat-ai-local-test-check-reply (ob-chat-ai-local-test-result))))
 
+(ert-deftest ob-chat-ai-local-test-session-sends-its-history ()
+  (ob-chat-ai-local-test-with-org
+      "#+begin_src chat-ai :session s :max-tokens 30 :temperature 0 :stream no
+Name a colour.
+#+end_src
+
+#+begin_src chat-ai :session s :max-tokens 30 :temperature 0
+Why that one?
+#+end_src
+"
+    (re-search-forward "^#\\+begin_src")
+    (org-babel-execute-src-block)
+    (let ((first (ob-chat-ai-local-test-result)))
+      (ob-chat-ai-local-test-check-reply first)
+      (goto-char (point-max))
+      (re-search-backward "^#\\+begin_src")
+      (let* ((request (json-parse-string (org-babel-expand-src-block)
+                                         :object-type 'alist :array-type 'list))
+             (messages (alist-get 'messages (alist-get 'body request))))
+        (should (equal (mapcar (lambda (m) (alist-get 'role m)) messages)
+                       '("user" "assistant" "user")))
+        (should (equal (alist-get 'content (nth 1 messages)) (string-trim first))))
+      (org-babel-execute-src-block)
+      (goto-char (point-max))
+      (re-search-backward "^#\\+begin_src")
+      (goto-char (org-babel-where-is-src-block-result))
+      (ob-chat-ai-local-test-check-reply (org-babel-read-result)))))
+
 (provide 'test-ob-chat-ai-local)
 
 ;;; test-ob-chat-ai-local.el ends here
