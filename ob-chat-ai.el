@@ -434,14 +434,23 @@ Its value is a JSON object, or the name of a block whose body is one."
         object))))
 
 (defun ob-chat-ai--named-block-body (name header-arg)
-  "Return the body of the block named NAME, referred to by HEADER-ARG."
-  (let ((position (org-babel-find-named-block name)))
-    (unless position
+  "Return the body of the block named NAME, referred to by HEADER-ARG.
+During export, the block is also looked for in the buffer being
+exported, since export removes blocks marked :exports none from the
+copy it evaluates."
+  (let ((buffer (seq-find (lambda (buffer)
+                            (and (buffer-live-p buffer)
+                                 (with-current-buffer buffer
+                                   (org-babel-find-named-block name))))
+                          (list (current-buffer)
+                                (bound-and-true-p org-babel-exp-reference-buffer)))))
+    (unless buffer
       (ob-chat-ai--user-error "%s refers to %s, but no block has #+name: %s"
                   header-arg name name))
-    (save-excursion
-      (goto-char position)
-      (string-trim (nth 1 (org-babel-get-src-block-info 'no-eval))))))
+    (with-current-buffer buffer
+      (save-excursion
+        (goto-char (org-babel-find-named-block name))
+        (string-trim (nth 1 (org-babel-get-src-block-info 'no-eval)))))))
 
 (defun ob-chat-ai--api-key (params base-url variable optional)
   "Return the API key for BASE-URL: from PARAMS, auth-source or the environment.

@@ -677,6 +677,24 @@ hi
     (should (equal (ob-chat-ai-test-authorization)
                    (concat "Bearer " ob-chat-ai-test-key)))))
 
+(ert-deftest ob-chat-ai-test-key-stays-out-of-exports-even-when-the-server-echoes-it ()
+  (ob-chat-ai-test-with-org
+      (format "#+name: OPENAI_API_KEY
+#+begin_src text :exports none
+%s
+#+end_src
+
+#+begin_src chat-ai :model error-401 :api-key <<OPENAI_API_KEY>> :exports both
+hi
+#+end_src
+" ob-chat-ai-test-key)
+    (require 'ox-ascii)
+    (let ((exported (org-export-as 'ascii)))
+      (should (string-search "Scenario error 401; you sent Bearer ***." exported))
+      (should-not (string-search ob-chat-ai-test-key exported))
+      (should-not (string-search "0123456789abcdef" exported)))
+    (should-not (string-search ob-chat-ai-test-key (ob-chat-ai-test-messages)))))
+
 (ert-deftest ob-chat-ai-test-key-literal-then-auth-source-then-environment ()
   (let ((authinfo (make-temp-file "authinfo")))
     (unwind-protect
