@@ -364,6 +364,12 @@ hi
             (list (alist-get 'role message) (alist-get 'content message)))
           (alist-get 'messages (ob-chat-ai-test-body request))))
 
+(defun ob-chat-ai-test-run-last ()
+  "Execute the last source block of the buffer."
+  (goto-char (point-max))
+  (re-search-backward "^#\\+begin_src")
+  (org-babel-execute-src-block))
+
 (ert-deftest ob-chat-ai-test-turns-in-one-block ()
   (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m
 [system]: Answer in one word.
@@ -415,9 +421,7 @@ Unrelated.
 How do I get there?
 #+end_src
 "
-    (goto-char (point-max))
-    (re-search-backward "^#\\+begin_src")
-    (org-babel-execute-src-block)
+    (ob-chat-ai-test-run-last)
     (should (equal (ob-chat-ai-test-messages-sent)
                    '(("system" "You plan trips.")
                      ("user" "Where should I go in May?")
@@ -427,9 +431,7 @@ How do I get there?
     (search-forward ": Kyoto.")
     (replace-match ": Osaka, after all.")
     (with-current-buffer (process-buffer ob-chat-ai-test-server) (erase-buffer))
-    (goto-char (point-max))
-    (re-search-backward "^#\\+begin_src")
-    (org-babel-execute-src-block)
+    (ob-chat-ai-test-run-last)
     (should (equal (nth 2 (ob-chat-ai-test-messages-sent))
                    '("assistant" "Osaka, after all.")))))
 
@@ -452,9 +454,7 @@ answer
 Second question
 #+end_src
 "
-    (goto-char (point-max))
-    (re-search-backward "^#\\+begin_src")
-    (org-babel-execute-src-block)
+    (ob-chat-ai-test-run-last)
     (should (equal (ob-chat-ai-test-messages-sent)
                    '(("user" "First question")
                      ("assistant" "A long\nanswer")
