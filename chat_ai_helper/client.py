@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import itertools
 import json
 import random
@@ -28,7 +27,6 @@ from chat_ai_helper.errors import (
     redact,
 )
 from chat_ai_helper.request import CONNECT_TIMEOUT, ChatRequest
-from chat_ai_helper.sse import iter_sse_data
 
 USER_AGENT = f"ob-chat-ai/{__version__}"
 SSE_STARTS = (b"data:", b":", b"event:", b"id:", b"retry:")
@@ -276,6 +274,8 @@ def _server_wait(response: Response) -> float | None:
             try:
                 wait = float(value)
             except ValueError:
+                import email.utils
+
                 when = email.utils.parsedate_to_datetime(value)
                 wait = when.timestamp() - time.time()
     if wait is None or not 0 <= wait <= MAX_SERVER_WAIT:
@@ -314,6 +314,8 @@ def _read_completion(
 
 
 def _read_stream(chunks: Iterator[bytes], request: ChatRequest) -> Iterator[Event]:
+    from chat_ai_helper.sse import iter_sse_data
+
     secret = request.api_key
     reasons: dict[int, str | None] = {}
     usage: dict[str, Any] | None = None

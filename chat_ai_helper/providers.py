@@ -10,12 +10,25 @@
 - ``local``: the small model that ``chat-ai-local`` serves on loopback
   (``$CHAT_AI_LOCAL_URL``, else port ``$CHAT_AI_LOCAL_PORT`` or 8765),
   where no key is needed.
+
+Users add their own in a JSON file, ``$CHAT_AI_PROVIDERS_FILE`` or else
+``$XDG_CONFIG_HOME/chat-ai/providers.json`` (``~/.config/…``)::
+
+    {"ollama": {"base_url": "http://127.0.0.1:11434/v1", "model": "llama3.2"},
+     "event": {"base_url": "https://proxy.example/api/v1",
+               "headers": {"openai-event-code": "hackathon/me"}},
+     "work": {"base_url": "https://llm.example.com/v1",
+              "api_key_env": "WORK_LLM_KEY"}}
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from chat_ai_helper.errors import ConfigError
 
@@ -34,6 +47,7 @@ class Provider:
     key_variable: str = "OPENAI_API_KEY"
     key_header: str = "Authorization"
     api_version: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def local_url(environ: Mapping[str, str]) -> str:
@@ -45,7 +59,10 @@ def local_url(environ: Mapping[str, str]) -> str:
 
 
 def provider(name: str, environ: Mapping[str, str]) -> Provider:
-    """Return the provider called NAME, as ENVIRON configures it."""
+    """Return the provider called NAME, as ENVIRON and the user's file configure it."""
+    mine = user_providers(environ)
+    if name in mine:
+        return mine[name]
     if name == "openai":
         return Provider(name, environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
     if name == "local":
@@ -58,8 +75,49 @@ def provider(name: str, environ: Mapping[str, str]) -> Provider:
             key_header="api-key",
             api_version=environ.get("OPENAI_API_VERSION") or None,
         )
-    raise ConfigError(
-        f"unknown provider {name!r}; known: openai, azure, local", "provider"
+    known = ", ".join(["openai", "azure", "local", *sorted(mine)])
+    raise ConfigError(f"unknown provider {name!r}; known: {known}", "provider")
+
+
+def providers_file(environ: Mapping[str, str]) -> Path:
+    """Return where the user's provider profiles are kept."""
+    if environ.get("CHAT_AI_PROVIDERS_FILE"):
+        return Path(environ["CHAT_AI_PROVIDERS_FILE"])
+    config = environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(config) / "chat-ai" / "providers.json"
+
+
+def user_providers(environ: Mapping[str, str]) -> dict[str, Provider]:
+    """Return the user's provider profiles, by name; none when there is no file."""
+    path = providers_file(environ)
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read the providers file {path}: {error}") from None
+    if not isinstance(entries, dict):
+        raise ConfigError(f"the providers file {path} must hold a JSON object")
+    return {
+        name: _user_provider(path, str(name), entry) for name, entry in entries.items()
+    }
+
+
+def _user_provider(path: Path, name: str, entry: Any) -> Provider:
+    where = f"provider {name!r} in {path}"
+    if not isinstance(entry, dict) or not isinstance(entry.get("base_url"), str):
+        raise ConfigError(f"{where} needs a base_url")
+    headers = entry.get("headers") or {}
+    if not isinstance(headers, dict) or not all(
+        isinstance(value, str) for value in headers.values()
+    ):
+        raise ConfigError(f"{where}: headers must map names to strings")
+    return Provider(
+        name,
+        entry["base_url"],
+        model=entry.get("model"),
+        key_variable=str(entry.get("api_key_env") or "OPENAI_API_KEY"),
+        headers={str(key): value for key, value in headers.items()},
     )
 
 

@@ -295,12 +295,13 @@ def parse_request(
             f"base_url must be an http:// or https:// address, not {base_url!r}",
             "base_url",
         )
-    headers = envelope.get("headers") or {}
-    if not isinstance(headers, dict) or not all(
+    given = envelope.get("headers") or {}
+    if not isinstance(given, dict) or not all(
         isinstance(name, str) and isinstance(value, str) and "\n" not in value
-        for name, value in headers.items()
+        for name, value in given.items()
     ):
         raise ConfigError("headers must map names to one-line strings", "headers")
+    headers = {**profile.headers, **given}
     api_key = envelope.get("api_key") or environ.get(profile.key_variable) or None
     if api_key is not None and (not isinstance(api_key, str) or "\n" in api_key):
         raise ConfigError("api_key must be a one-line string", "api_key")

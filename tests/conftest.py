@@ -24,6 +24,7 @@ ISOLATED_VARIABLES = (
     "AZURE_OPENAI_API_KEY",
     "AZURE_OPENAI_ENDPOINT",
     "OPENAI_API_VERSION",
+    "CHAT_AI_PROVIDERS_FILE",
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "ALL_PROXY",
@@ -35,11 +36,12 @@ TEST_KEY = "sk-test-0123456789abcdefSECRET"
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the user's keys, endpoints and proxies out of every test."""
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep the user's keys, endpoints, proxies and configuration out of every test."""
     for name in ISOLATED_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import TEST_KEY, run_cli
 from loopback_server import LoopbackServer
@@ -269,3 +270,45 @@ def test_bad_header_is_a_usage_error() -> None:
     result = run_cli("--base-url", "http://127.0.0.1:9/v1", "-H", "no colon", "hi")
     assert result.returncode == 2
     assert result.stderr.decode() == "chat-ai: -H takes 'NAME: VALUE', not 'no colon'\n"
+
+
+def test_providers_of_the_users_own_from_the_config_file(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "config" / "chat-ai" / "providers.json"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        json.dumps(
+            {
+                "event": {
+                    "base_url": server.base_url.replace("/v1", "/api/v1"),
+                    "model": "mymodel",
+                    "headers": {"openai-event-code": "hackathon/me"},
+                }
+            }
+        )
+    )
+    result = run_cli(
+        "-p", "event", "hi", env={"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    )
+    assert result.returncode == 0, result.stderr
+    received = server.received[0]
+    assert received["path"] == "/api/v1/chat/completions"
+    assert received["body"]["model"] == "mymodel"
+    assert received["headers"]["openai-event-code"] == "hackathon/me"
+    unknown = run_cli(
+        "-p", "nope", "hi", env={"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    )
+    assert unknown.stderr.decode() == (
+        "chat-ai: unknown provider 'nope'; known: openai, azure, local, event\n"
+    )
+
+
+def test_a_broken_providers_file_is_a_usage_error(tmp_path: Path) -> None:
+    broken = tmp_path / "providers.json"
+    broken.write_text('{"x": {"model": "m"}}')
+    result = run_cli("-p", "x", "hi", env={"CHAT_AI_PROVIDERS_FILE": str(broken)})
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        f"chat-ai: provider 'x' in {broken} needs a base_url\n"
+    )
