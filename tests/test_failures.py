@@ -185,3 +185,19 @@ def test_read_timeout_keeps_the_text_and_is_not_retried(server: LoopbackServer) 
         "seconds; try again, or allow a longer timeout\n"
     )
     assert len(server.received) == 1
+
+
+def test_requests_go_through_the_proxy_of_the_environment(
+    server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_PROXY")
+    proxy = f"http://127.0.0.1:{server.server_address[1]}"
+    result = run_cli(
+        "--base-url", "http://api.example.test/v1", "hi",
+        env={"HTTP_PROXY": proxy, "OPENAI_API_KEY": TEST_KEY},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == "hi\n"
+    received = server.received[0]
+    assert received["headers"]["Host"] == "api.example.test"
+    assert received["path"] == "/v1/chat/completions"
