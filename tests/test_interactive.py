@@ -66,6 +66,16 @@ class Terminal:
         subprocess.run(["tmux", "kill-session", "-t", self.name], check=False)
 
 
+def open_in_emacs(notes: Path) -> Terminal:
+    """Start an interactive Emacs on the Org file NOTES, in a tmux session."""
+    helper = Path(sys.executable).parent / "chat-ai"
+    init = ROOT / "tests" / "interactive-init.el"
+    return Terminal(
+        ["emacs", "-nw", "-Q", "-L", str(ROOT), "-l", str(init), str(notes)],
+        {"CHAT_AI_TEST_HELPER": str(helper), "TERM": "xterm-256color"},
+    )
+
+
 @pytest.fixture
 def terminal_emacs(
     server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -78,12 +88,7 @@ def terminal_emacs(
         + "\n#+end_src\n\n* Notes\n",
         encoding="utf-8",
     )
-    helper = Path(sys.executable).parent / "chat-ai"
-    init = ROOT / "tests" / "interactive-init.el"
-    terminal = Terminal(
-        ["emacs", "-nw", "-Q", "-L", str(ROOT), "-l", str(init), str(notes)],
-        {"CHAT_AI_TEST_HELPER": str(helper), "TERM": "xterm-256color"},
-    )
+    terminal = open_in_emacs(notes)
     try:
         yield terminal, notes
     finally:
@@ -128,3 +133,31 @@ def test_reply_streams_while_the_user_keeps_typing(
     assert "#+end_src\n\n#+RESULTS:\n" + finished + "\n* Notes\n" in saved
     assert saved.endswith("* Notes\ntyped while streaming\n")
     assert "waiting for" not in saved
+
+
+def test_ctrl_g_cancels_a_block_that_waits(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    notes = tmp_path / "wait.org"
+    notes.write_text(
+        f"#+begin_src chat-ai :model hang :async no :base-url {server.base_url}\n"
+        "never answered\n#+end_src\n",
+        encoding="utf-8",
+    )
+    terminal = open_in_emacs(notes)
+    try:
+        terminal.wait_for(lambda s: "#+begin_src chat-ai" in s, "the Org file")
+        terminal.keys("C-c", "C-c")
+        terminal.wait_for(lambda s: "chat-ai: waiting for hang" in s, "Emacs waiting")
+        terminal.keys("C-g")
+        terminal.wait_for(lambda s: "Quit" in s, "the quit")
+        terminal.keys("M->")
+        terminal.keys("typed after C-g", literal=True)
+        screen = terminal.wait_for(lambda s: "typed after C-g" in s, "Emacs typing")
+        assert "#+RESULTS:" not in screen
+        deadline = time.monotonic() + 30
+        while server.hung_up < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.hung_up == 1, "the request was not dropped"
+    finally:
+        terminal.close()
