@@ -58,15 +58,16 @@ Requests go to this URL followed by /chat/completions."
   '(("openai" :base-url-env "OPENAI_BASE_URL")
     ("azure" :api "azure" :base-url-env "AZURE_OPENAI_ENDPOINT"
      :key-env "AZURE_OPENAI_API_KEY")
-    ("local" :base-url "http://127.0.0.1:8765/v1" :base-url-env "CHAT_AI_LOCAL_URL"
-     :model "smollm2"))
+    ("local" :api "local" :base-url "http://127.0.0.1:8765/v1"
+     :base-url-env "CHAT_AI_LOCAL_URL" :model "smollm2"))
   "Where each provider's requests go, by name, as chosen with :provider.
 Each entry is (NAME . PROPERTIES): :base-url the API base URL,
 :base-url-env an environment variable that overrides it when set,
 :key-env the environment variable holding the key (default
 OPENAI_API_KEY), :model the model of blocks that name none, and :api
-\"azure\" for Azure OpenAI, which takes the key in an api-key header
-and the deployment (the :model) and :api-version in the URL.
+the helper's profile to follow: \"azure\" for Azure OpenAI, which
+takes the key in an api-key header and the deployment (the :model)
+and :api-version in the URL, or \"local\".
 \"local\" is the small model that `chat-ai-local start' serves on
 this machine."
   :type '(alist :key-type (string :tag "Name")

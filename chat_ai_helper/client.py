@@ -438,7 +438,11 @@ def _network_error(
     elif "NameResolution" in text or "Name or service not known" in text:
         message = f"cannot resolve the host name {where.hostname}; check the base URL"
     elif "Connection refused" in text:
-        message = f"connection to {host} refused; is the server running?"
+        message = f"connection to {host} refused; " + (
+            "start the local model with: chat-ai-local start"
+            if request.provider == "local"
+            else "is the server running?"
+        )
     else:
         message = f"cannot reach {host}: {_reason(text)}"
     return NetworkError(redact(message, request.api_key))

@@ -207,6 +207,7 @@ class ChatRequest:
     key_header: str = "Authorization"
     api_version: str | None = None
     deployment: str | None = None
+    provider: str = "openai"
     max_retries: int = DEFAULT_MAX_RETRIES
 
     @property
@@ -353,4 +354,5 @@ def parse_request(
         key_header=profile.key_header,
         api_version=api_version,
         deployment=deployment,
+        provider=name,
     )

@@ -348,6 +348,13 @@ hi
       (should (equal (ob-chat-ai-test-run) "hi"))
       (should (equal (alist-get 'model (ob-chat-ai-test-body)) "gpt-4o-mini")))))
 
+(ert-deftest ob-chat-ai-test-local-model-not-running-says-how-to-start-it ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :provider local :max-retries 0\nhi\n#+end_src\n"
+    (setenv "CHAT_AI_LOCAL_URL" "http://127.0.0.1:9/v1")
+    (should (equal (ob-chat-ai-test-run)
+                   "chat-ai error: connection to 127.0.0.1:9 refused; \
+start the local model with: chat-ai-local start"))))
+
 (ert-deftest ob-chat-ai-test-unknown-provider-is-refused ()
   (ob-chat-ai-test-with-org "before\n#+begin_src chat-ai :provider nope\nhi\n#+end_src\n"
     (let ((original (buffer-string)))
@@ -949,6 +956,34 @@ second reply
 
 #+RESULTS:
 : second reply
+"))))
+
+(ert-deftest ob-chat-ai-test-async-execute-buffer-runs-blocks-at-once ()
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model slow
+one
+#+end_src
+
+#+begin_src chat-ai :model slow
+two
+#+end_src
+"
+    (org-babel-execute-buffer)
+    (should (= 2 (length ob-chat-ai--jobs)))
+    (should (= 2 (length (ob-chat-ai-process-open-requests))))
+    (should (equal (ob-chat-ai-test-idle)
+                   "#+begin_src chat-ai :model slow
+one
+#+end_src
+
+#+RESULTS:
+: one
+
+#+begin_src chat-ai :model slow
+two
+#+end_src
+
+#+RESULTS:
+: two
 "))))
 
 (ert-deftest ob-chat-ai-test-async-edits-during-the-stream-stay ()

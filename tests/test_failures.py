@@ -201,3 +201,15 @@ def test_requests_go_through_the_proxy_of_the_environment(
     received = server.received[0]
     assert received["headers"]["Host"] == "api.example.test"
     assert received["path"] == "/v1/chat/completions"
+
+
+def test_local_model_not_running_says_how_to_start_it() -> None:
+    result = run_cli(
+        "-p", "local", "--max-retries", "0", "hi",
+        env={"CHAT_AI_LOCAL_URL": "http://127.0.0.1:9/v1"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.decode() == (
+        "chat-ai: connection to 127.0.0.1:9 refused; "
+        "start the local model with: chat-ai-local start\n"
+    )
