@@ -26,6 +26,7 @@
 (require 'ob-chat-ai-process)
 (require 'ob-chat-ai-convert)
 
+(declare-function ob-chat-ai--boolean "ob-chat-ai" (value))
 (declare-function ob-chat-ai--choice-texts "ob-chat-ai" (deltas))
 (declare-function ob-chat-ai--heading-level "ob-chat-ai" ())
 (declare-function ob-chat-ai--model "ob-chat-ai" (envelope))
@@ -88,7 +89,7 @@ whose text is needed at once always wait: during export, for
   (let ((async (assq :async params))
         (result-params (cdr (assq :result-params params))))
     (and (if async
-             (not (member (cdr async) '("no" "nil" no nil)))
+             (not (eq (ob-chat-ai--boolean (cdr async)) :false))
            ob-chat-ai-async)
          (or (not noninteractive) (eq ob-chat-ai-async 'always))
          (not (bound-and-true-p org-export-current-backend))

@@ -189,7 +189,13 @@ Nothing is sent.  This is what \\[org-babel-expand-src-block] shows."
 
 (defun ob-chat-ai--yes-p (params name)
   "Return non-nil when header arg NAME in PARAMS is yes."
-  (member (format "%s" (ob-chat-ai--param params name)) '("yes" "t")))
+  (eq (ob-chat-ai--boolean (ob-chat-ai--param params name)) t))
+
+(defun ob-chat-ai--boolean (value)
+  "Return t or :false for a yes or no VALUE, and nil when it is neither."
+  (pcase (downcase (format "%s" value))
+    ((or "yes" "t" "true" "on") t)
+    ((or "no" "nil" "false" "off") :false)))
 
 (defun ob-chat-ai--run-sync (envelope params)
   "Send ENVELOPE, wait for the whole reply and return its text, as PARAMS ask."
@@ -278,9 +284,7 @@ JSON object."
   (cond
    ((null value) nil)
    ((and (stringp value) (string-prefix-p "{" (string-trim-left value)))
-    (let ((object (condition-case nil
-                      (json-parse-string value :object-type 'alist)
-                    (json-error nil))))
+    (let ((object (ob-chat-ai--parse-json :headers value)))
       (unless (and (consp object) (seq-every-p (lambda (h) (stringp (cdr h))) object))
         (ob-chat-ai--user-error ":headers is not a JSON object of strings: %s" value))
       object))
@@ -317,8 +321,7 @@ JSON object."
                       (ob-chat-ai--json-value (car spec) (nth 2 spec) value))
                 fields))))
     (push (cons 'messages (ob-chat-ai--messages body params)) fields)
-    (when (and (ob-chat-ai--yes-p params :usage) (assq 'stream fields)
-               (eq (cdr (assq 'stream fields)) t))
+    (when (and (ob-chat-ai--yes-p params :usage) (eq (alist-get 'stream fields) t))
       (push '(stream_options (include_usage . t)) fields))
     (let ((listed (nreverse fields)))
       (append listed
@@ -363,10 +366,7 @@ helper to refuse with a message naming the field."
                        value))
                  (string-to-number value)
                (ob-chat-ai--json-scalar value)))
-    ('boolean (pcase (downcase (format "%s" value))
-                ((or "yes" "t" "true" "on") t)
-                ((or "no" "nil" "false" "off") :false)
-                (_ (ob-chat-ai--json-scalar value))))
+    ('boolean (or (ob-chat-ai--boolean value) (ob-chat-ai--json-scalar value)))
     ('strings (if (or (consp value) (vectorp value))
                   (vconcat (mapcar #'ob-chat-ai--list-item value))
                 (format "%s" value)))
@@ -375,13 +375,18 @@ helper to refuse with a message naming the field."
              (ob-chat-ai--json-scalar value)))
     ('json-or-string
      (let ((text (format "%s" value)))
-       (cond
-        ((string-prefix-p "{" text) (ob-chat-ai--parse-json name text))
-        ((and (string-match-p "\\`[^ \t\n]+\\'" text)
-              (not (member text '("text" "json" "json_object" "json_schema")))
-              (org-babel-find-named-block text))
-         (ob-chat-ai--parse-json name (ob-chat-ai--named-block-body text name)))
-        (t text))))))
+       (if (or (string-prefix-p "{" text)
+               (and (not (member text '("text" "json" "json_object" "json_schema")))
+                    (ob-chat-ai--named-block-buffer text)))
+           (ob-chat-ai--json-in name text)
+         text)))))
+
+(defun ob-chat-ai--json-in (name text)
+  "Return the JSON value that header arg NAME gives as TEXT.
+TEXT is the JSON itself, or the name of a block whose body is."
+  (ob-chat-ai--parse-json name (if (string-prefix-p "{" (string-trim-left text))
+                                   text
+                                 (ob-chat-ai--named-block-body text name))))
 
 (defun ob-chat-ai--list-item (item)
   "Return ITEM of a header arg list as a string.
@@ -407,26 +412,26 @@ Its value is a JSON object, or the name of a block whose body is one."
   (let ((value (ob-chat-ai--param params :params)))
     (when value
       (let* ((text (format "%s" value))
-             (object (ob-chat-ai--parse-json
-                      :params
-                      (if (string-prefix-p "{" (string-trim-left text))
-                          text
-                        (ob-chat-ai--named-block-body text :params)))))
+             (object (ob-chat-ai--json-in :params text)))
         (unless (and (listp object) (consp (car-safe object)))
           (ob-chat-ai--user-error ":params must be a JSON object, not %s" text))
         object))))
 
-(defun ob-chat-ai--named-block-body (name header-arg)
-  "Return the body of the block named NAME, referred to by HEADER-ARG.
-During export, the block is also looked for in the buffer being
+(defun ob-chat-ai--named-block-buffer (name)
+  "Return the buffer with the block named NAME in it, or nil.
+That is the current buffer or, during export, the buffer being
 exported, since export removes blocks marked :exports none from the
 copy it evaluates."
-  (let ((buffer (seq-find (lambda (buffer)
-                            (and (buffer-live-p buffer)
-                                 (with-current-buffer buffer
-                                   (org-babel-find-named-block name))))
-                          (list (current-buffer)
-                                (bound-and-true-p org-babel-exp-reference-buffer)))))
+  (seq-find (lambda (buffer)
+              (and (buffer-live-p buffer)
+                   (with-current-buffer buffer
+                     (org-babel-find-named-block name))))
+            (list (current-buffer)
+                  (bound-and-true-p org-babel-exp-reference-buffer))))
+
+(defun ob-chat-ai--named-block-body (name header-arg)
+  "Return the body of the block named NAME, referred to by HEADER-ARG."
+  (let ((buffer (ob-chat-ai--named-block-buffer name)))
     (unless buffer
       (ob-chat-ai--user-error "%s refers to %s, but no block has #+name: %s"
                   header-arg name name))

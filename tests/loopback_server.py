@@ -228,13 +228,7 @@ class Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization", "no key")
         message = f"Scenario error {status}; you sent {auth}."
         payload = error_object(message, "scenario_error", code or None)
-        data = json.dumps(payload).encode()
-        self.send_response(int(status))
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("retry-after-ms", retry_after_ms)
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(int(status), payload, {"retry-after-ms": retry_after_ms})
 
     def wait_for_hang_up(self) -> None:
         """Wait until the client closes the connection, then count it."""
@@ -260,15 +254,29 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
 
-    def send_json(self, status: int, payload: dict[str, Any]) -> None:
-        """Send PAYLOAD as a JSON response with STATUS."""
-        self.send_bytes(status, "application/json", json.dumps(payload).encode())
+    def send_json(
+        self,
+        status: int,
+        payload: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Send PAYLOAD as a JSON response with STATUS and any extra HEADERS."""
+        data = json.dumps(payload).encode()
+        self.send_bytes(status, "application/json", data, headers)
 
-    def send_bytes(self, status: int, content_type: str, data: bytes) -> None:
-        """Send DATA as a whole response."""
+    def send_bytes(
+        self,
+        status: int,
+        content_type: str,
+        data: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Send DATA as a whole response, with any extra HEADERS."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 

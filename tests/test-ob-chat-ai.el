@@ -131,6 +131,10 @@ keys and base URLs of the environment and of auth-source are hidden."
     (while (not (funcall condition))
       (accept-process-output nil 0.02))))
 
+(defun ob-chat-ai-test-wait-for (text)
+  "Wait until TEXT shows in the current buffer."
+  (ob-chat-ai-test-wait (lambda () (string-search text (buffer-string)))))
+
 (defun ob-chat-ai-test-helpers ()
   "Return the live chat-ai helper processes."
   (seq-filter (lambda (process)
@@ -602,7 +606,7 @@ Run *this*:
       (format "* Notes\n#+begin_src chat-ai :model slow :format org :results drawer\n%s\n#+end_src\n"
               (ob-chat-ai-test-escaped ob-chat-ai-test-markdown))
     (ob-chat-ai-test-execute "^#\\+begin_src")
-    (ob-chat-ai-test-wait (lambda () (string-search ": ** Plan" (buffer-string))))
+    (ob-chat-ai-test-wait-for ": ** Plan")
     (should (string-suffix-p (concat "#+RESULTS:\n" ob-chat-ai-test-markdown-as-org)
                              (ob-chat-ai-test-idle)))))
 
@@ -865,10 +869,10 @@ is the server running?"))))
 (ert-deftest ob-chat-ai-test-async-text-grows-in-place ()
   (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabc\ndef\nghi\n#+end_src\n\nAfter.\n"
     (ob-chat-ai-test-execute "chat-ai")
-    (ob-chat-ai-test-wait (lambda () (string-search "\n: abc" (buffer-string))))
+    (ob-chat-ai-test-wait-for "\n: abc")
     (should-not (string-search "waiting for" (buffer-string)))
     (should-not (string-search ": ghi" (buffer-string)))
-    (ob-chat-ai-test-wait (lambda () (string-search "\n: def" (buffer-string))))
+    (ob-chat-ai-test-wait-for "\n: def")
     (should (string-suffix-p "\n\nAfter.\n" (buffer-string)))
     (should (string-suffix-p "#+RESULTS:\n: abc\n: def\n: ghi\n\nAfter.\n"
                              (ob-chat-ai-test-idle)))))
@@ -914,7 +918,7 @@ you sent no key. (the server failed; try again later)\n"
 (ert-deftest ob-chat-ai-test-async-cancel-keeps-the-text-marked-incomplete ()
   (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabcdefghijklmnopqrstuvwxyz\n#+end_src\n"
     (ob-chat-ai-test-execute "chat-ai")
-    (ob-chat-ai-test-wait (lambda () (string-search ": abcdef" (buffer-string))))
+    (ob-chat-ai-test-wait-for ": abcdef")
     (goto-char (point-min))
     (ob-chat-ai-cancel)
     (let ((text (ob-chat-ai-test-idle)))
@@ -989,7 +993,7 @@ two
 (ert-deftest ob-chat-ai-test-async-edits-during-the-stream-stay ()
   (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabcdefghijklmnopqr\n#+end_src\n"
     (ob-chat-ai-test-execute "chat-ai")
-    (ob-chat-ai-test-wait (lambda () (string-search ": abc" (buffer-string))))
+    (ob-chat-ai-test-wait-for ": abc")
     (goto-char (point-min))
     (insert "A line typed above.\n")
     (goto-char (point-max))
@@ -1009,7 +1013,7 @@ A line typed below.
 (ert-deftest ob-chat-ai-test-async-deleted-block-drops-the-request ()
   (ob-chat-ai-test-async "Before.\n#+begin_src chat-ai :model slow\nabcdefghijklmnopqrstuvwxyz\n#+end_src\nAfter.\n"
     (ob-chat-ai-test-execute "chat-ai")
-    (ob-chat-ai-test-wait (lambda () (string-search ": abc" (buffer-string))))
+    (ob-chat-ai-test-wait-for ": abc")
     (goto-char (point-min))
     (forward-line)
     (delete-region (point) (progn (re-search-forward "^After") (match-beginning 0)))
@@ -1022,7 +1026,7 @@ A line typed below.
         (other (generate-new-buffer "other")))
     (ob-chat-ai-test-with-org "#+begin_src chat-ai :model slow\nabcdefghijklmnop\n#+end_src\n"
       (ob-chat-ai-test-execute "chat-ai")
-      (ob-chat-ai-test-wait (lambda () (string-search ": abc" (buffer-string))))
+      (ob-chat-ai-test-wait-for ": abc")
       (kill-buffer (current-buffer))
       (ob-chat-ai-test-wait (lambda () (null (ob-chat-ai-process-open-requests))))
       (should-not ob-chat-ai--jobs))
@@ -1116,7 +1120,7 @@ the other block
 "
     (ob-chat-ai-test-execute "chat-ai")
     (ob-chat-ai-test-execute "^\\* Two\n#\\+begin_src")
-    (ob-chat-ai-test-wait (lambda () (string-search ": abc" (buffer-string))))
+    (ob-chat-ai-test-wait-for ": abc")
     (goto-char (point-min))
     (re-search-forward "chat-ai")
     (ob-chat-ai-cancel)
@@ -1132,7 +1136,7 @@ the other block
         (kill-process ob-chat-ai--helper)
         (ob-chat-ai-test-wait (lambda () (null ob-chat-ai--helper))))
       (ob-chat-ai-test-execute "chat-ai")
-      (ob-chat-ai-test-wait (lambda () (string-search ": abc" (buffer-string))))
+      (ob-chat-ai-test-wait-for ": abc")
       (should (= 1 (length (ob-chat-ai-test-helpers))))
       (should-not ob-chat-ai--helper)
       (ob-chat-ai-cancel)

@@ -19,6 +19,7 @@ from conftest import run_cli
 
 from chat_ai_helper import local
 from chat_ai_helper.errors import LocalServerError
+from chat_ai_helper.providers import loopback_url
 
 BIN = Path(sys.executable).parent
 
@@ -102,4 +103,4 @@ def test_run_starts_the_server_for_a_command_then_stops_it() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
-    assert not local.answers(local.local_url(port))
+    assert not local.answers(loopback_url(port))
