@@ -25,16 +25,8 @@
 (require 'org-element)
 (require 'ob-chat-ai-process)
 (require 'ob-chat-ai-convert)
+(require 'ob-chat-ai-reply)
 
-(declare-function ob-chat-ai--boolean "ob-chat-ai" (value))
-(declare-function ob-chat-ai--choice-texts "ob-chat-ai" (deltas))
-(declare-function ob-chat-ai--heading-level "ob-chat-ai" ())
-(declare-function ob-chat-ai--model "ob-chat-ai" (envelope))
-(declare-function ob-chat-ai--org-format-p "ob-chat-ai" (params))
-(declare-function ob-chat-ai--param "ob-chat-ai" (params name))
-(declare-function ob-chat-ai--reply-text "ob-chat-ai" (texts final params level))
-(declare-function ob-chat-ai--report-retry "ob-chat-ai" (event))
-(declare-function ob-chat-ai--user-error "ob-chat-ai" (format &rest args))
 
 ;;;; Customization
 
@@ -109,7 +101,8 @@ It is not when it runs a #+CALL: line or an inline block."
 
 (defun ob-chat-ai--start-job (envelope body params)
   "Send ENVELOPE for the block with BODY and PARAMS; return a placeholder."
-  (let* ((placeholder (format "chat-ai: waiting for %s..." (ob-chat-ai--model envelope)))
+  (let* ((placeholder (ob-chat-ai-reply-placeholder
+                       (alist-get 'model (alist-get 'body envelope))))
          (job (ob-chat-ai--job-create
                :block (copy-marker org-babel-current-src-block-location t)
                :body body

@@ -35,6 +35,7 @@
 (require 'org-element)
 (require 'seq)
 (require 'subr-x)
+(require 'ob-chat-ai-reply)
 
 ;;;; Turns in a block
 
@@ -144,18 +145,16 @@ as the assistant's turn.  Return (TURNS . SYSTEM), SYSTEM being the
     (cons turns system)))
 
 (defun ob-chat-ai-messages--result ()
-  "Return the text of the result of the block at point, or nil.
-A result that is a chat-ai placeholder or error line counts as none."
+  "Return what the model said in the result of the block at point, or nil.
+chat-ai's own lines in it (placeholder, notes, error line) are left out."
   (let ((where (org-babel-where-is-src-block-result)))
     (when where
       (save-excursion
         (goto-char where)
         (forward-line)
-        (let ((text (ob-chat-ai-messages--result-text
-                     (buffer-substring-no-properties (point) (org-babel-result-end)))))
-          (unless (or (string-empty-p text)
-                      (string-match-p "\\`chat-ai\\(?: error\\)?: " text))
-            text))))))
+        (ob-chat-ai-reply-answer
+         (ob-chat-ai-messages--result-text
+          (buffer-substring-no-properties (point) (org-babel-result-end))))))))
 
 (defun ob-chat-ai-messages--result-text (text)
   "Return result TEXT without its Org markup."

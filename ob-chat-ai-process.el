@@ -70,6 +70,10 @@ Emacs exits."
 (define-error 'ob-chat-ai-error "chat-ai error")
 (define-error 'ob-chat-ai-helper-error "chat-ai helper failed" 'ob-chat-ai-error)
 
+(defun ob-chat-ai--user-error (format &rest args)
+  "Signal a `user-error' with FORMAT and ARGS, saying it comes from chat-ai."
+  (user-error "chat-ai: %s" (apply #'format-message format args)))
+
 ;;;; Requests
 
 (cl-defstruct (ob-chat-ai-request

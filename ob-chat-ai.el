@@ -44,6 +44,7 @@
 (require 'ob-chat-ai-process)
 (require 'ob-chat-ai-messages)
 (require 'ob-chat-ai-convert)
+(require 'ob-chat-ai-reply)
 (require 'ob-chat-ai-async)
 
 ;;;; Customization
@@ -149,17 +150,7 @@ JSON object) or `json-or-string'.")
   '(:result-params :result-type :colname-names :rowname-names)
   "Params that Babel itself adds to every block's header args.")
 
-(defconst ob-chat-ai--envelope-params
-  '((base_url . :base-url) (api_key . :api-key) (timeout . :timeout)
-    (headers . :headers) (api_version . :api-version) (provider . :provider)
-    (max_retries . :max-retries))
-  "Request envelope fields and the header args that set them.")
-
 ;;;; Functions
-
-(defun ob-chat-ai--user-error (format &rest args)
-  "Signal a `user-error' with FORMAT and ARGS, saying it comes from chat-ai."
-  (user-error "chat-ai: %s" (apply #'format-message format args)))
 
 ;;;###autoload
 (defun org-babel-execute:chat-ai (body params)
@@ -187,16 +178,6 @@ Nothing is sent.  This is what \\[org-babel-expand-src-block] shows."
       ("preview" (alist-get 'text final))
       (_ (ob-chat-ai--user-error "%s" (ob-chat-ai--invalid-message final))))))
 
-(defun ob-chat-ai--yes-p (params name)
-  "Return non-nil when header arg NAME in PARAMS is yes."
-  (eq (ob-chat-ai--boolean (ob-chat-ai--param params name)) t))
-
-(defun ob-chat-ai--boolean (value)
-  "Return t or :false for a yes or no VALUE, and nil when it is neither."
-  (pcase (downcase (format "%s" value))
-    ((or "yes" "t" "true" "on") t)
-    ((or "no" "nil" "false" "off") :false)))
-
 (defun ob-chat-ai--run-sync (envelope params)
   "Send ENVELOPE, wait for the whole reply and return its text, as PARAMS ask."
   (let* ((pieces nil)
@@ -205,16 +186,12 @@ Nothing is sent.  This is what \\[org-babel-expand-src-block] shows."
                    :on-delta (lambda (event) (push event pieces))
                    :on-retry #'ob-chat-ai--report-retry)))
     (unless noninteractive
-      (message "chat-ai: waiting for %s..." (ob-chat-ai--model envelope)))
+      (message "%s" (ob-chat-ai-reply-placeholder (ob-chat-ai--model envelope))))
     (let ((final (ob-chat-ai-process-wait request)))
       (when (equal (alist-get 'kind final) "invalid")
         (ob-chat-ai--user-error "%s" (ob-chat-ai--invalid-message final)))
       (ob-chat-ai--reply-text (ob-chat-ai--choice-texts pieces) final params
                               (ob-chat-ai--heading-level)))))
-
-(defun ob-chat-ai--report-retry (event)
-  "Show the user the line of retry EVENT: the request will be tried again."
-  (message "chat-ai: %s" (alist-get 'message event)))
 
 (defun ob-chat-ai--model (envelope)
   "Return the model named in ENVELOPE."
@@ -304,12 +281,6 @@ JSON object."
     (or (cdr (assoc name ob-chat-ai-providers))
         (ob-chat-ai--user-error "Unknown :provider %s; known: %s" name
                     (mapconcat #'car ob-chat-ai-providers ", ")))))
-
-(defun ob-chat-ai--param (params name)
-  "Return the value of header arg NAME in PARAMS, nil when empty."
-  (let ((value (cdr (assq name params))))
-    (unless (member value '(nil ""))
-      value)))
 
 (defun ob-chat-ai--body (body params)
   "Return the chat-completions request body for BODY and PARAMS."
@@ -486,111 +457,6 @@ which is empty" name))))
   (and host
        (or (member host '("localhost" "::1" "[::1]"))
            (string-prefix-p "127." host))))
-
-(defun ob-chat-ai--choice-texts (deltas)
-  "Return the reply text of each choice, in order, from DELTAS.
-DELTAS are the delta events of a reply, the last one first."
-  (let ((texts (make-vector (1+ (apply #'max 0 (mapcar (lambda (delta)
-                                                          (alist-get 'choice delta))
-                                                        deltas)))
-                            nil)))
-    (dolist (delta deltas)
-      (push (alist-get 'text delta) (aref texts (alist-get 'choice delta))))
-    (mapcar (lambda (pieces) (apply #'concat pieces)) texts)))
-
-(defun ob-chat-ai--reply-text (texts final params level)
-  "Return the text to show for choice TEXTS and the FINAL event, as PARAMS ask.
-An error becomes one line after whatever text had arrived, and is
-also shown in the echo area.  With :usage yes, a line about the
-tokens used follows the reply.  With :format org, Markdown becomes
-Org, its headings below a heading of LEVEL."
-  (let ((reply (ob-chat-ai--join-choices
-                (cond
-                 ((ob-chat-ai--param params :response-format)
-                  (mapcar #'ob-chat-ai--pretty-json texts))
-                 ((ob-chat-ai--org-format-p params)
-                  (mapcar (lambda (text) (ob-chat-ai-convert-markdown text level))
-                          texts))
-                 (t texts)))))
-    (pcase (alist-get 'type final)
-      ("done"
-       (let* ((early (seq-find (lambda (reason)
-                                 (member reason '("length" "content_filter")))
-                               (alist-get 'finish_reasons final)))
-              (text (cond
-                     (early
-                      (concat reply "\n\n"
-                              (format "[chat-ai: the reply stopped early: \
-finish_reason %s]"
-                                      early)))
-                     ((string-empty-p reply) "[chat-ai: the model sent an empty reply]")
-                     (t reply))))
-         (if (ob-chat-ai--yes-p params :usage)
-             (concat text "\n\n" (ob-chat-ai--usage-line final))
-           text)))
-      (_
-       (let ((line (pcase (alist-get 'kind final)
-                     ("cancelled" "[chat-ai: cancelled; the reply is incomplete]")
-                     ("invalid" (concat "chat-ai error: "
-                                        (ob-chat-ai--invalid-message final)))
-                     (_ (concat "chat-ai error: " (alist-get 'message final))))))
-         (message "%s" line)
-         (if (string-empty-p reply) line (concat reply "\n\n" line)))))))
-
-(defun ob-chat-ai--org-format-p (params)
-  "Return non-nil when PARAMS ask for the reply as Org text, checking :format."
-  (let ((format (format "%s" (or (ob-chat-ai--param params :format) "markdown"))))
-    (unless (member format '("markdown" "org"))
-      (ob-chat-ai--user-error ":format must be markdown or org, not %s" format))
-    (equal format "org")))
-
-(defun ob-chat-ai--heading-level ()
-  "Return the level of the heading at point, 0 before the first heading."
-  (or (org-current-level) 0))
-
-(defun ob-chat-ai--pretty-json (text)
-  "Return TEXT indented as JSON when it is JSON, else TEXT as it is."
-  (condition-case nil
-      (let ((json-encoding-pretty-print t)
-            (json-null :null)
-            (json-false :false))
-        (json-encode (json-read-from-string text)))
-    (error text)))
-
-(defun ob-chat-ai--usage-line (final)
-  "Return one line naming the model, the tokens and the finish of FINAL."
-  (let ((usage (alist-get 'usage final)))
-    (format "[chat-ai: %s, %s, finish_reason %s]"
-            (or (alist-get 'model final) "the model")
-            (if usage
-                (format "tokens %s prompt + %s completion = %s"
-                        (alist-get 'prompt_tokens usage)
-                        (alist-get 'completion_tokens usage)
-                        (alist-get 'total_tokens usage))
-              "the server reported no token usage")
-            (mapconcat (lambda (reason) (format "%s" reason))
-                       (alist-get 'finish_reasons final) ", "))))
-
-(defun ob-chat-ai--join-choices (texts)
-  "Return the choice TEXTS as one text, each choice after the first labelled."
-  (let ((number 0))
-    (mapconcat (lambda (text)
-                 (setq number (1+ number))
-                 (if (= number 1) text (format "\n\n[choice %d]\n%s" number text)))
-               texts
-               "")))
-
-(defun ob-chat-ai--invalid-message (event)
-  "Return the message of invalid-request EVENT, naming the header arg."
-  (let* ((message (alist-get 'message event))
-         (param (alist-get 'param event))
-         (field (and param (intern param)))
-         (header-arg (or (car (seq-find (lambda (spec) (eq (nth 1 spec) field))
-                                        ob-chat-ai--request-fields))
-                         (alist-get field ob-chat-ai--envelope-params))))
-    (if (and header-arg (string-prefix-p param message))
-        (concat (symbol-name header-arg) (substring message (length param)))
-      message)))
 
 (add-to-list 'org-src-lang-modes '("chat-ai" . text))
 
