@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests import Response
@@ -191,6 +191,7 @@ class Client:
                     headers=request.http_headers(),
                     timeout=(min(CONNECT_TIMEOUT, request.timeout), request.timeout),
                     stream=request.stream,
+                    allow_redirects=False,
                 )
             except requests.ConnectionError as error:
                 if last or cancel.is_set:
@@ -206,7 +207,7 @@ class Client:
                     return
                 failure = str(problem)
                 wait = _server_wait(response) or _backoff(attempt)
-                response.close()
+                _discard(response)
             yield Retry(attempt + 1, request.max_retries, wait, failure)
             cancel.sleep(wait)
             if cancel.is_set:
@@ -223,8 +224,13 @@ class Client:
         with response:
             if cancel.is_set:
                 raise Cancelled("cancelled")
+            if 300 <= response.status_code < 400:
+                _discard(response)
+                raise _redirect_error(response, request)
             if response.status_code >= 400:
-                raise _api_error(response, request.api_key)
+                error = _api_error(response, request.api_key)
+                _discard(response)
+                raise _missing_key_advice(error, request)
             if not request.stream:
                 yield from _read_completion(response, response.content, request.api_key)
                 return
@@ -241,6 +247,42 @@ class Client:
 
 def _nothing() -> None:
     pass
+
+
+def _discard(response: Response) -> None:
+    """Close RESPONSE's connection instead of giving it back to the pool.
+
+    A server that answers with an error or a redirect may not have read
+    the whole request, and would read its rest as the next request on
+    the same connection.
+    """
+    with contextlib.suppress(Exception):
+        response.raw.close()
+    response.close()
+
+
+def _redirect_error(response: Response, request: ChatRequest) -> APIError:
+    """Return the error for a redirect, which is not followed, saying where to."""
+    location = response.headers.get("Location")
+    if not location:
+        return APIError(
+            "the server answered with a redirect but no address",
+            status=response.status_code,
+        )
+    target = redact(_snippet(urljoin(request.url, location)), request.api_key)
+    return APIError(
+        f"the server tried to send the request to {target}; redirects are not "
+        "followed, so that no key or header goes where you did not send it "
+        "(if you trust that address, make it the base URL)",
+        status=response.status_code,
+    )
+
+
+def _missing_key_advice(error: APIError, request: ChatRequest) -> APIError:
+    """Return ERROR, saying which key was not sent when the server wants one."""
+    if error.status == 401 and request.api_key is None and request.missing_key:
+        error.advice = request.missing_key
+    return error
 
 
 def _worth_retrying(response: Response, error: APIError) -> bool:

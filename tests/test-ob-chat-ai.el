@@ -88,13 +88,20 @@
 (defmacro ob-chat-ai-test-with-org (text &rest body)
   "Run BODY in an Org buffer holding TEXT, isolated, with the server running.
 Point is at the start of the buffer; the server's record is cleared;
-keys and base URLs of the environment and of auth-source are hidden."
+keys, base URLs and providers files of the environment and of
+auth-source are hidden, and $OPENAI_BASE_URL is the server's."
   (declare (indent 1) (debug t))
-  `(let ((base-url (ob-chat-ai-test-server))
-         (process-environment (seq-remove
-                               (lambda (entry)
-                                 (string-match-p "\\`\\(OPENAI_\\|AZURE_OPENAI_\\|CHAT_AI_LOCAL_\\)" entry))
-                               process-environment))
+  `(let* ((base-url (ob-chat-ai-test-server))
+          (process-environment
+           (append
+            (list (concat "OPENAI_BASE_URL=" base-url)
+                  (concat "CHAT_AI_PROVIDERS_FILE="
+                          (expand-file-name "no-such-providers.json"
+                                            temporary-file-directory)))
+            (seq-remove
+             (lambda (entry)
+               (string-match-p "\\`\\(OPENAI_\\|AZURE_OPENAI_\\|CHAT_AI_LOCAL_\\|CHAT_AI_MODEL=\\|CHAT_AI_PROVIDERS_FILE=\\)" entry))
+             process-environment)))
          (auth-sources nil)
          (auth-source-do-cache nil)
          (org-confirm-babel-evaluate nil)
@@ -103,12 +110,11 @@ keys and base URLs of the environment and of auth-source are hidden."
      (ignore base-url)
      (with-current-buffer (process-buffer ob-chat-ai-test-server)
        (erase-buffer))
-     (let ((ob-chat-ai-base-url base-url))
-       (with-temp-buffer
-         (org-mode)
-         (insert ,text)
-         (goto-char (point-min))
-         ,@body))))
+     (with-temp-buffer
+       (org-mode)
+       (insert ,text)
+       (goto-char (point-min))
+       ,@body)))
 
 (defun ob-chat-ai-test-run ()
   "Execute the first chat-ai block and return its result as Babel reads it."
@@ -301,7 +307,8 @@ hi
                   (":stream maybe" "chat-ai: :stream must be true or false, not 'maybe'")
                   (":logit-bias {oops" "chat-ai: :logit-bias is not valid JSON")
                   (":role-system boss" "chat-ai: :role-system must be system or developer")
-                  (":timeout soon" "chat-ai: :timeout must be a number of seconds")))
+                  (":timeout soon"
+                   "chat-ai: :timeout must be a positive number of seconds")))
     (ob-chat-ai-test-with-org
         (format "before\n#+begin_src chat-ai :model m %s\nhi\n#+end_src\nafter\n"
                 (car case))
@@ -324,33 +331,37 @@ hi
 
 (ert-deftest ob-chat-ai-test-base-url-from-header-then-environment ()
   (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
-    (let ((ob-chat-ai-base-url "http://127.0.0.1:9/unused"))
-      (setenv "OPENAI_BASE_URL" base-url)
-      (should (equal (ob-chat-ai-test-run) "hi"))))
+    (setenv "OPENAI_BASE_URL" base-url)
+    (should (equal (ob-chat-ai-test-run) "hi")))
   (ob-chat-ai-test-with-org
       (format "#+begin_src chat-ai :model m :base-url %s\nhi\n#+end_src\n"
               ob-chat-ai-test-base-url)
-    (let ((ob-chat-ai-base-url "http://127.0.0.1:9/unused"))
-      (setenv "OPENAI_BASE_URL" "http://127.0.0.1:9/also-unused")
-      (should (equal (ob-chat-ai-test-run) "hi")))))
+    (setenv "OPENAI_BASE_URL" "http://127.0.0.1:9/unused")
+    (should (equal (ob-chat-ai-test-run) "hi"))))
 
 ;;;; Tests: providers
 
 (ert-deftest ob-chat-ai-test-provider-sets-the-address-and-default-model ()
   (ob-chat-ai-test-with-org "#+begin_src chat-ai :provider local\nhi\n#+end_src\n"
-    (let ((ob-chat-ai-base-url "http://127.0.0.1:9/unused"))
-      (setenv "CHAT_AI_LOCAL_URL" base-url)
-      (should (equal (ob-chat-ai-test-run) "hi"))
-      (should (equal (alist-get 'model (ob-chat-ai-test-body)) "smollm2"))))
+    (setenv "OPENAI_BASE_URL" "http://127.0.0.1:9/unused")
+    (setenv "CHAT_AI_LOCAL_URL" base-url)
+    (should (equal (ob-chat-ai-test-run) "hi"))
+    (should (equal (alist-get 'model (ob-chat-ai-test-body)) "smollm2")))
   (ob-chat-ai-test-with-org "#+begin_src chat-ai :provider local :model other\nhi\n#+end_src\n"
     (setenv "CHAT_AI_LOCAL_URL" base-url)
     (should (equal (ob-chat-ai-test-run) "hi"))
     (should (equal (alist-get 'model (ob-chat-ai-test-body)) "other")))
-  (ob-chat-ai-test-with-org "#+begin_src chat-ai\nhi\n#+end_src\n"
-    (let ((ob-chat-ai-providers `(("mine" :base-url ,base-url)))
-          (ob-chat-ai-provider "mine"))
-      (should (equal (ob-chat-ai-test-run) "hi"))
-      (should (equal (alist-get 'model (ob-chat-ai-test-body)) "gpt-4o-mini")))))
+  (let ((file (make-temp-file "providers" nil ".json")))
+    (unwind-protect
+        (ob-chat-ai-test-with-org "#+begin_src chat-ai\nhi\n#+end_src\n"
+          (with-temp-file file
+            (insert (json-serialize `((mine (base_url . ,base-url))))))
+          (setenv "OPENAI_BASE_URL" "http://127.0.0.1:9/unused")
+          (setenv "CHAT_AI_PROVIDERS_FILE" file)
+          (let ((ob-chat-ai-provider "mine"))
+            (should (equal (ob-chat-ai-test-run) "hi"))
+            (should (equal (alist-get 'model (ob-chat-ai-test-body)) "gpt-4o-mini"))))
+      (delete-file file))))
 
 (ert-deftest ob-chat-ai-test-local-model-not-running-says-how-to-start-it ()
   (ob-chat-ai-test-with-org "#+begin_src chat-ai :provider local :max-retries 0\nhi\n#+end_src\n"
@@ -363,7 +374,7 @@ start the local model with: chat-ai-local start"))))
   (ob-chat-ai-test-with-org "before\n#+begin_src chat-ai :provider nope\nhi\n#+end_src\n"
     (let ((original (buffer-string)))
       (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
-                     "chat-ai: Unknown :provider nope; known: openai, azure, local"))
+                     "chat-ai: unknown provider 'nope'; known: openai, azure, local"))
       (should (equal (buffer-string) original))
       (should-not (ob-chat-ai-test-received)))))
 
@@ -513,8 +524,7 @@ Hello \"there\"
                                  (buffer-substring (org-babel-where-is-src-block-result)
                                                    (point-max))))
       (goto-char (point-min))
-      (should (equal (json-parse-string (org-babel-expand-src-block) :object-type 'alist)
-                     request))
+      (should (equal (org-babel-expand-src-block) "Hello \"there\""))
       (should-not (ob-chat-ai-test-received)))))
 
 (ert-deftest ob-chat-ai-test-usage-line-after-the-reply ()
@@ -663,8 +673,8 @@ Where was it played?
   (ob-chat-ai-test-with-org "#+begin_src chat-ai :provider azure :model d\nhi\n#+end_src\n"
     (setenv "AZURE_OPENAI_ENDPOINT" nil)
     (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
-                   "chat-ai: Provider azure needs an endpoint: :base-url or \
-$AZURE_OPENAI_ENDPOINT"))))
+                   "chat-ai: azure needs an endpoint: set AZURE_OPENAI_ENDPOINT \
+or base_url"))))
 
 ;;;; Tests: the API key
 
@@ -733,11 +743,11 @@ hi
     (should (null (ob-chat-ai-test-authorization)))))
 
 (ert-deftest ob-chat-ai-test-no-key-says-where-it-looked ()
-  (ob-chat-ai-test-with-org
-      "#+begin_src chat-ai :model m :base-url https://api.openai.com/v1\nhi\n#+end_src\n"
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
+    (setenv "OPENAI_BASE_URL" nil)
     (let ((auth-sources '("~/.authinfo.gpg")))
       (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
-                     "chat-ai: No API key for api.openai.com; looked in :api-key, \
+                     "chat-ai: no API key for api.openai.com; looked in :api-key, \
 auth-source (machine api.openai.com in ~/.authinfo.gpg) and $OPENAI_API_KEY")))))
 
 (ert-deftest ob-chat-ai-test-missing-key-block-is-named ()
