@@ -190,7 +190,7 @@ class Client:
                     data=data,
                     headers=request.http_headers(),
                     timeout=(min(CONNECT_TIMEOUT, request.timeout), request.timeout),
-                    stream=request.stream,
+                    stream=True,
                     allow_redirects=False,
                 )
             except requests.ConnectionError as error:
@@ -201,13 +201,16 @@ class Client:
             else:
                 cancel.watch(response)
                 retryable = not last and response.status_code in RETRY_STATUSES
-                problem = _api_error(response, request.api_key) if retryable else None
-                if problem is None or not _worth_retrying(response, problem):
+                if not retryable:
+                    yield response
+                    return
+                with _not_reused(response):
+                    problem = _api_error(response, request.api_key)
+                if not _worth_retrying(response, problem):
                     yield response
                     return
                 failure = str(problem)
                 wait = _server_wait(response) or _backoff(attempt)
-                _discard(response)
             yield Retry(attempt + 1, request.max_retries, wait, failure)
             cancel.sleep(wait)
             if cancel.is_set:
@@ -225,11 +228,11 @@ class Client:
             if cancel.is_set:
                 raise Cancelled("cancelled")
             if 300 <= response.status_code < 400:
-                _discard(response)
-                raise _redirect_error(response, request)
+                with _not_reused(response):
+                    raise _redirect_error(response, request)
             if response.status_code >= 400:
-                error = _api_error(response, request.api_key)
-                _discard(response)
+                with _not_reused(response):
+                    error = _api_error(response, request.api_key)
                 raise _missing_key_advice(error, request)
             if not request.stream:
                 yield from _read_completion(response, response.content, request.api_key)
@@ -249,16 +252,22 @@ def _nothing() -> None:
     pass
 
 
-def _discard(response: Response) -> None:
-    """Close RESPONSE's connection instead of giving it back to the pool.
+@contextlib.contextmanager
+def _not_reused(response: Response) -> Iterator[None]:
+    """Close RESPONSE's connection when done with it, instead of pooling it.
 
     A server that answers with an error or a redirect may not have read
     the whole request, and would read its rest as the next request on
     the same connection.
     """
-    with contextlib.suppress(Exception):
-        response.raw.close()
-    response.close()
+    connection = getattr(response.raw, "connection", None)
+    try:
+        yield
+    finally:
+        response.close()
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
 
 
 def _redirect_error(response: Response, request: ChatRequest) -> APIError:
