@@ -481,12 +481,13 @@ provider's own address."
              (key (ob-chat-ai--auth-source-key host)))
         (if key
             `((api_key . ,(ob-chat-ai--one-line-key key)) (api_key_host . ,host))
-          `((looked_in . [":api-key"
-                          ,(format "auth-source (machine %s in %s)"
-                                   (or host "of the base URL")
-                                   (mapconcat #'identity
-                                              (seq-filter #'stringp auth-sources)
-                                              ", "))])))))))
+          `((looked_in . [":api-key" ,(ob-chat-ai--auth-source-place host)])))))))
+
+(defun ob-chat-ai--auth-source-place (host)
+  "Return where auth-source looks for a key for HOST, in words."
+  (let ((files (seq-filter #'stringp auth-sources)))
+    (format "auth-source (machine %s%s)" (or host "of the base URL")
+            (if files (concat " in " (mapconcat #'identity files ", ")) ""))))
 
 (defun ob-chat-ai--document-key (given)
   "Return the key that :api-key GIVEN names: itself, or the body of <<NAME>>."
