@@ -293,8 +293,10 @@ shows their names."
               (plist-get cache :providers)
             (ob-chat-ai--fetch-providers))))
     (when interactive
-      (message "chat-ai providers: %s"
-               (mapconcat (lambda (entry) (alist-get 'name entry)) providers ", ")))
+      (if providers
+          (message "chat-ai providers: %s"
+                   (mapconcat (lambda (entry) (alist-get 'name entry)) providers ", "))
+        (message "chat-ai: the helper could not list its providers")))
     providers))
 
 (defun ob-chat-ai--fetch-providers ()
@@ -484,7 +486,7 @@ provider's own address."
           `((looked_in . [":api-key" ,(ob-chat-ai--auth-source-place host)])))))))
 
 (defun ob-chat-ai--auth-source-place (host)
-  "Return where auth-source looks for a key for HOST, in words."
+  "Return, in words, the place in auth-source for a key for HOST."
   (let ((files (seq-filter #'stringp auth-sources)))
     (format "auth-source (machine %s%s)" (or host "of the base URL")
             (if files (concat " in " (mapconcat #'identity files ", ")) ""))))

@@ -235,14 +235,15 @@ def resolve(
             "azure needs an endpoint: set AZURE_OPENAI_ENDPOINT or base_url",
             "base_url",
         )
-    where = origin(url)
+    where = origin(given_url) if given_url else _own_origin(profile)
+    if where is None:
+        raise ConfigError(f"the {name} provider has no base_url", "base_url")
     own = where if trusted or not given_url else _own_origin(profile)
     at_home = own == where
     headers = {**(profile.headers if at_home else {}), **_headers(envelope)}
     api_key = _given_key(envelope, where)
-    from_environment = environ.get(profile.key_variable) or None
     if api_key is None and at_home:
-        api_key = from_environment
+        api_key = environ.get(profile.key_variable) or None
     looked_in = _looked_in(envelope, profile)
     if (
         api_key is None
@@ -283,9 +284,13 @@ def resolve(
 
 
 def _own_origin(profile: Provider) -> Origin | None:
+    """Return the origin of PROFILE's own address, None when it has none."""
     if not profile.base_url:
         return None
-    return origin(profile.base_url, f"the {profile.name} provider's base_url")
+    try:
+        return origin(profile.base_url, f"the {profile.name} provider's base_url")
+    except ConfigError as error:
+        raise ConfigError(str(error), "base_url") from None
 
 
 def _headers(envelope: Mapping[str, Any]) -> dict[str, str]:
