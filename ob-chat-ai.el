@@ -201,8 +201,10 @@ The helper builds it as it would send it; nothing is sent."
   (message "chat-ai: %s" (alist-get 'message event)))
 
 (defun ob-chat-ai--model (envelope)
-  "Return the model named in ENVELOPE, or words for the helper's choice."
-  (or (alist-get 'model (alist-get 'body envelope)) "the model"))
+  "Return the model that ENVELOPE asks, as named in it or as the helper chooses."
+  (or (alist-get 'model (alist-get 'body envelope))
+      (alist-get 'model (ob-chat-ai--provider-entry (alist-get 'provider envelope)))
+      "the model"))
 
 (defun ob-chat-ai--check-header-args (params)
   "Signal a `user-error' naming any header arg in PARAMS that nobody knows."
@@ -326,10 +328,14 @@ reports the same problem."
   "Return the modification time of FILE, or nil when there is no such file."
   (and file (file-attribute-modification-time (file-attributes file))))
 
+(defun ob-chat-ai--provider-entry (name)
+  "Return the helper's description of the provider called NAME, or nil."
+  (seq-find (lambda (entry) (equal (alist-get 'name entry) name))
+            (ob-chat-ai-providers)))
+
 (defun ob-chat-ai--provider-url (name)
   "Return the base URL of the provider called NAME, as the helper knows it."
-  (alist-get 'base_url (seq-find (lambda (entry) (equal (alist-get 'name entry) name))
-                                 (ob-chat-ai-providers))))
+  (alist-get 'base_url (ob-chat-ai--provider-entry name)))
 
 (defun ob-chat-ai--param (params name)
   "Return the value of header arg NAME in PARAMS, nil when empty."

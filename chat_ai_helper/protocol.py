@@ -159,7 +159,7 @@ def providers_event(message: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": request_id,
         "type": "providers",
-        "providers": [profile.describe() for profile in found],
+        "providers": [profile.describe(os.environ) for profile in found],
         "file": str(providers_file(os.environ)),
     }
 

@@ -68,15 +68,19 @@ class Provider:
     headers: dict[str, str] = field(default_factory=dict)
     api: str = "openai"
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, environ: Mapping[str, str]) -> dict[str, Any]:
         """Return what a caller may know of this provider, as a JSON-ready object."""
         return {
             "name": self.name,
             "api": self.api,
             "base_url": self.base_url,
-            "model": self.model,
+            "model": self.default_model(environ),
             "key_variable": self.key_variable,
         }
+
+    def default_model(self, environ: Mapping[str, str]) -> str:
+        """Return the model of requests that name none, as ENVIRON says."""
+        return environ.get("CHAT_AI_MODEL") or self.model or DEFAULT_MODEL
 
 
 def local_url(environ: Mapping[str, str]) -> str:
@@ -278,7 +282,7 @@ def resolve(
         api_key=api_key,
         headers=headers,
         api_version=api_version,
-        model=environ.get("CHAT_AI_MODEL") or profile.model or DEFAULT_MODEL,
+        model=profile.default_model(environ),
         missing_key=missing_key,
     )
 

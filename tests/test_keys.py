@@ -353,11 +353,11 @@ def test_the_providers_request_lists_every_provider(tmp_path: Path) -> None:
     (event,) = serve({"type": "providers", "id": "p"}, env=env)
     assert event["type"] == "providers"
     assert event["file"] == str(providers)
-    assert [(p["name"], p["base_url"]) for p in event["providers"]] == [
-        ("openai", "https://api.openai.com/v1"),
-        ("azure", None),
-        ("local", "http://127.0.0.1:9999/v1"),
-        ("ollama", "http://127.0.0.1:11434/v1"),
+    assert [(p["name"], p["base_url"], p["model"]) for p in event["providers"]] == [
+        ("openai", "https://api.openai.com/v1", "gpt-4o-mini"),
+        ("azure", None, "gpt-4o-mini"),
+        ("local", "http://127.0.0.1:9999/v1", "smollm2"),
+        ("ollama", "http://127.0.0.1:11434/v1", "l"),
     ]
     providers.write_text("{not json")
     (event,) = serve({"type": "providers", "id": "p"}, env=env)
