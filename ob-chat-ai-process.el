@@ -11,8 +11,10 @@
 ;; This file runs the Python helper (`chat-ai --serve') and speaks its
 ;; protocol, described in docs/protocol.org: each request is one line of
 ;; JSON written to the helper's standard input, and the helper answers
-;; with JSON lines carrying the request's id: `delta' events with reply
-;; text, then one `done' or `error' event.
+;; with JSON lines carrying the request's id: `retry' events when an
+;; attempt failed and is made again, `delta' events with reply text,
+;; then one final event: `done' or `error', `preview' for a dry run, or
+;; `providers' for a request of type "providers".
 ;;
 ;; Everything about the process lives here, behind three functions:
 ;; `ob-chat-ai-process-send' starts a request and returns its handle,
@@ -106,8 +108,9 @@ Emacs exits."
   "Send ENVELOPE, a request alist, to the helper and return its request.
 CALLBACKS are keyword arguments: :on-delta is called with each
 `delta' event, :on-retry with each `retry' event (the helper tries
-again after a failure), :on-finish with the final `done' or `error'
-event.
+again after a failure), :on-finish with the final event: `done' or
+`error', `preview' for a dry run, `providers' for a providers
+request.
 Events are alists with symbol keys, as `json-parse-string' makes them.
 The request goes to the persistent helper, started when needed, or
 to a helper of its own when `ob-chat-ai-persistent-helper' is nil."
@@ -275,7 +278,8 @@ nil for an empty line."
       (pcase (alist-get 'type event)
         ("delta" (ob-chat-ai--call (ob-chat-ai-request-on-delta request) event))
         ("retry" (ob-chat-ai--call (ob-chat-ai-request-on-retry request) event))
-        ((or "done" "error" "preview") (ob-chat-ai--finish request event))))))
+        ((or "done" "error" "preview" "providers")
+         (ob-chat-ai--finish request event))))))
 
 (defun ob-chat-ai--finish (request event)
   "Record EVENT as the end of REQUEST and run its finish callback."

@@ -60,7 +60,7 @@
 
 (defun ob-chat-ai-reply-placeholder (model)
   "Return the placeholder of a block that waits for MODEL's reply."
-  (format "chat-ai: waiting for %s..." model))
+  (format "chat-ai: waiting for %s..." (or model "the model")))
 
 (defun ob-chat-ai-reply-note (format &rest args)
   "Return a note of chat-ai's own: FORMAT with ARGS, in square brackets."

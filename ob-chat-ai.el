@@ -49,41 +49,18 @@
 
 ;;;; Customization
 
-(defcustom ob-chat-ai-base-url "https://api.openai.com/v1"
-  "The API base URL used when neither :base-url nor the provider sets one.
-Requests go to this URL followed by /chat/completions."
-  :type 'string
-  :group 'ob-chat-ai)
-
-(defcustom ob-chat-ai-providers
-  '(("openai" :base-url-env "OPENAI_BASE_URL")
-    ("azure" :api "azure" :base-url-env "AZURE_OPENAI_ENDPOINT"
-     :key-env "AZURE_OPENAI_API_KEY")
-    ("local" :api "local" :base-url "http://127.0.0.1:8765/v1"
-     :base-url-env "CHAT_AI_LOCAL_URL" :model "smollm2"))
-  "Where each provider's requests go, by name, as chosen with :provider.
-Each entry is (NAME . PROPERTIES): :base-url the API base URL,
-:base-url-env an environment variable that overrides it when set,
-:key-env the environment variable holding the key (default
-OPENAI_API_KEY), :model the model of blocks that name none, and :api
-the helper's profile to follow: \"azure\" for Azure OpenAI, which
-takes the key in an api-key header and the deployment (the :model)
-and :api-version in the URL, or \"local\".
-\"local\" is the small model that `chat-ai-local start' serves on
-this machine."
-  :type '(alist :key-type (string :tag "Name")
-                :value-type (plist :key-type symbol :value-type string))
-  :group 'ob-chat-ai)
-
 (defcustom ob-chat-ai-provider "openai"
   "The provider of blocks that have no :provider header arg.
-One of the names in `ob-chat-ai-providers'."
+The helper knows the providers: openai, azure, local and those of
+the user's providers.json; \\[ob-chat-ai-providers] lists them."
   :type 'string
   :group 'ob-chat-ai)
 
-(defcustom ob-chat-ai-model "gpt-4o-mini"
-  "The model of blocks that name none, when their provider names none either."
-  :type 'string
+(defcustom ob-chat-ai-model nil
+  "The model of blocks that name none, or nil to leave it to the helper.
+The helper takes $CHAT_AI_MODEL, else the provider's model, else
+gpt-4o-mini."
+  :type '(choice (const :tag "The helper's choice" nil) string)
   :group 'ob-chat-ai)
 
 ;;;; Header args
@@ -162,18 +139,25 @@ the reply replaces it when it has come."
         (setq ob-chat-ai--finished-reply nil))
     (ob-chat-ai--check-header-args params)
     (if (ob-chat-ai--yes-p params :dry-run)
-        (org-babel-expand-body:chat-ai body params)
+        (ob-chat-ai--preview body params)
       (let ((envelope (ob-chat-ai--envelope body params)))
         (if (ob-chat-ai--async-p params)
             (ob-chat-ai--start-job envelope body params)
           (ob-chat-ai--run-sync envelope params))))))
 
 (defun org-babel-expand-body:chat-ai (body params)
-  "Return the request that BODY and PARAMS would send, as JSON, its key masked.
-Nothing is sent.  This is what \\[org-babel-expand-src-block] shows."
-  (let* ((envelope (ob-chat-ai--envelope body params t))
-         (final (ob-chat-ai-process-wait
-                 (ob-chat-ai-process-send (cons '(dry_run . t) envelope)))))
+  "Return the prompt that BODY and PARAMS send: BODY, its $variables filled in.
+This is what \\[org-babel-expand-src-block] shows, what tangling
+writes and what :cache hashes, so it is computed here, at once,
+without the helper.  :dry-run yes shows the whole request instead."
+  (ob-chat-ai-messages-substitute body (org-babel--get-vars params)))
+
+(defun ob-chat-ai--preview (body params)
+  "Return the request that BODY and PARAMS would send, as JSON, keys masked.
+The helper builds it as it would send it; nothing is sent."
+  (let ((final (ob-chat-ai-process-wait
+                (ob-chat-ai-process-send
+                 (cons '(dry_run . t) (ob-chat-ai--envelope body params))))))
     (pcase (alist-get 'type final)
       ("preview" (alist-get 'text final))
       (_ (ob-chat-ai--user-error "%s" (ob-chat-ai--invalid-message final))))))
@@ -194,8 +178,10 @@ Nothing is sent.  This is what \\[org-babel-expand-src-block] shows."
                               (ob-chat-ai--heading-level)))))
 
 (defun ob-chat-ai--model (envelope)
-  "Return the model named in ENVELOPE."
-  (alist-get 'model (alist-get 'body envelope)))
+  "Return the model that ENVELOPE asks, as named in it or as the helper chooses."
+  (or (alist-get 'model (alist-get 'body envelope))
+      (alist-get 'model (ob-chat-ai--provider-entry (alist-get 'provider envelope)))
+      "the model"))
 
 (defun ob-chat-ai--check-header-args (params)
   "Signal a `user-error' naming any header arg in PARAMS that nobody knows."
@@ -215,44 +201,32 @@ Nothing is sent.  This is what \\[org-babel-expand-src-block] shows."
             (ob-chat-ai--user-error "Unknown header argument %s%s" name
                         (if guess (format " (did you mean %s?)" guess) ""))))))))
 
-(defun ob-chat-ai--envelope (body params &optional preview)
+(defun ob-chat-ai--envelope (body params)
   "Return the request for BODY and PARAMS, as an alist ready for the helper.
-For a PREVIEW, a missing API key is no error."
+It holds what the block states; the helper decides where it goes and
+which key it carries (see `ob-chat-ai--api-key')."
   (when (string-empty-p (string-trim body))
     (ob-chat-ai--user-error "The block is empty; write the prompt between \
 #+begin_src and #+end_src"))
   (let* ((provider (ob-chat-ai--provider params))
-         (api (plist-get provider :api))
-         (base-url (or (ob-chat-ai--param params :base-url)
-                       (ob-chat-ai--nonempty
-                        (getenv (or (plist-get provider :base-url-env) "")))
-                       (plist-get provider :base-url)
-                       (if api
-                           (ob-chat-ai--user-error "Provider %s needs an endpoint: \
-:base-url or $%s" api (plist-get provider :base-url-env))
-                         ob-chat-ai-base-url)))
+         (base-url (ob-chat-ai--param params :base-url))
+         (base-url (and base-url (format "%s" base-url)))
          (headers (ob-chat-ai--headers (ob-chat-ai--param params :headers)))
-         (key (ob-chat-ai--api-key params base-url
-                                   (or (plist-get provider :key-env) "OPENAI_API_KEY")
-                                   (or headers preview)))
          (api-version (ob-chat-ai--param params :api-version))
          (timeout (ob-chat-ai--param params :timeout))
          (retries (ob-chat-ai--param params :max-retries)))
-    (when (and timeout (not (numberp timeout)))
-      (ob-chat-ai--user-error ":timeout must be a number of seconds, not %S" timeout))
-    `((base_url . ,base-url)
-      ,@(and api `((provider . ,api)))
-      ,@(and key `((api_key . ,key)))
+    `((provider . ,provider)
+      ,@(and base-url `((base_url . ,base-url)))
+      ,@(ob-chat-ai--api-key params (or base-url (ob-chat-ai--provider-url provider)))
       ,@(and headers `((headers . ,headers)))
       ,@(and api-version `((api_version . ,(format "%s" api-version))))
       ,@(and timeout `((timeout . ,timeout)))
       ,@(and retries `((max_retries . ,retries)))
       (body . ,(ob-chat-ai--body
                 body
-                (if (ob-chat-ai--param params :model)
+                (if (or (ob-chat-ai--param params :model) (null ob-chat-ai-model))
                     params
-                  (cons (cons :model (or (plist-get provider :model) ob-chat-ai-model))
-                        params)))))))
+                  (cons (cons :model ob-chat-ai-model) params)))))))
 
 (defun ob-chat-ai--headers (value)
   "Return the HTTP headers that :headers VALUE gives, as an alist, or nil.
@@ -275,12 +249,70 @@ JSON object."
             (if (stringp value) (list value) (append value nil))))))
 
 (defun ob-chat-ai--provider (params)
-  "Return the properties of the provider that PARAMS choose."
-  (let ((name (format "%s" (or (ob-chat-ai--param params :provider)
-                               ob-chat-ai-provider))))
-    (or (cdr (assoc name ob-chat-ai-providers))
-        (ob-chat-ai--user-error "Unknown :provider %s; known: %s" name
-                    (mapconcat #'car ob-chat-ai-providers ", ")))))
+  "Return the name of the provider that PARAMS choose."
+  (format "%s" (or (ob-chat-ai--param params :provider) ob-chat-ai-provider)))
+
+(defvar ob-chat-ai--provider-cache nil
+  "What the helper last listed: a plist of :setup, :file, :time and :providers.")
+
+;;;###autoload
+(defun ob-chat-ai-providers (&optional interactive)
+  "Return the providers the helper knows, each an alist with symbol keys.
+Each has its name, api, base_url, model and key_variable.  The helper
+is asked once for each set-up of it, and again when the providers
+file changes.  INTERACTIVE, as when called with \\[execute-extended-command],
+shows their names."
+  (interactive "p")
+  (let* ((cache ob-chat-ai--provider-cache)
+         (providers
+          (if (and cache
+                   (equal (plist-get cache :setup) (ob-chat-ai--helper-setup))
+                   (equal (plist-get cache :time)
+                          (ob-chat-ai--file-time (plist-get cache :file))))
+              (plist-get cache :providers)
+            (ob-chat-ai--fetch-providers))))
+    (when interactive
+      (if providers
+          (message "chat-ai providers: %s"
+                   (mapconcat (lambda (entry) (alist-get 'name entry)) providers ", "))
+        (message "chat-ai: the helper could not list its providers")))
+    providers))
+
+(defun ob-chat-ai--fetch-providers ()
+  "Ask the helper for its providers, remember them, and return them.
+Their names become the values that Babel offers for :provider.  When
+the helper cannot list them, return nil: the request that follows
+reports the same problem."
+  (let* ((setup (ob-chat-ai--helper-setup))
+         (final (ob-chat-ai-process-wait
+                 (ob-chat-ai-process-send '((type . "providers")))))
+         (providers (alist-get 'providers final)))
+    (when (equal (alist-get 'type final) "providers")
+      (ob-chat-ai--remember-providers setup (alist-get 'file final) providers))))
+
+(defun ob-chat-ai--remember-providers (setup file providers)
+  "Remember PROVIDERS, listed by a helper of SETUP reading FILE, and return them."
+  (setq ob-chat-ai--provider-cache
+        (list :setup setup
+              :file file
+              :time (ob-chat-ai--file-time file)
+              :providers providers))
+  (setf (alist-get 'provider org-babel-header-args:chat-ai)
+        (list (mapcar (lambda (entry) (intern (alist-get 'name entry))) providers)))
+  providers)
+
+(defun ob-chat-ai--file-time (file)
+  "Return the modification time of FILE, or nil when there is no such file."
+  (and file (file-attribute-modification-time (file-attributes file))))
+
+(defun ob-chat-ai--provider-entry (name)
+  "Return the helper's description of the provider called NAME, or nil."
+  (seq-find (lambda (entry) (equal (alist-get 'name entry) name))
+            (ob-chat-ai-providers)))
+
+(defun ob-chat-ai--provider-url (name)
+  "Return the base URL of the provider called NAME, as the helper knows it."
+  (alist-get 'base_url (ob-chat-ai--provider-entry name)))
 
 (defun ob-chat-ai--body (body params)
   "Return the chat-completions request body for BODY and PARAMS."
@@ -411,35 +443,46 @@ copy it evaluates."
         (goto-char (org-babel-find-named-block name))
         (string-trim (nth 1 (org-babel-get-src-block-info 'no-eval)))))))
 
-(defun ob-chat-ai--api-key (params base-url variable optional)
-  "Return the API key for BASE-URL: from PARAMS, auth-source or the environment.
-A <<NAME>> :api-key names a block whose body is the key; the
-environment VARIABLE is the last place looked.  Return nil when no
-key is found for a server on loopback, or when the key is OPTIONAL
-\(extra headers may authenticate the request, or nothing is to be
-sent); signal a `user-error' saying where it looked otherwise."
-  (let* ((host (url-host (url-generic-parse-url base-url)))
-         (given (ob-chat-ai--param params :api-key))
-         (key (cond
-               ((and (stringp given)
-                     (string-match "\\`<<\\([^<>()]+\\)\\(()\\)?>>\\'" given))
-                (let ((name (match-string 1 given)))
-                  (or (ob-chat-ai--nonempty
-                       (ob-chat-ai--named-block-body name :api-key))
-                      (ob-chat-ai--user-error ":api-key refers to block %s, \
-which is empty" name))))
-               (given (format "%s" given))
-               ((ob-chat-ai--auth-source-key host))
-               ((ob-chat-ai--nonempty (getenv variable))))))
-    (when (and key (string-match-p "[\n\r]" key))
-      (ob-chat-ai--user-error "The API key has a line break in it"))
-    (if (or key optional (ob-chat-ai--loopback-p host))
-        key
-      (ob-chat-ai--user-error "No API key for %s; looked in :api-key, auth-source \
-(machine %s in %s) and $%s"
-                  host host
-                  (mapconcat #'identity (seq-filter #'stringp auth-sources) ", ")
-                  variable))))
+(defun ob-chat-ai--api-key (params url)
+  "Return the request fields that carry the key of PARAMS going to URL.
+A key that the document gives (:api-key, the key itself or <<NAME>>,
+a block whose body is the key) goes where the document sends it.
+Otherwise auth-source is asked for the host of URL, and its key
+carries that host, so that the helper sends it there and nowhere
+else.  With neither, the request says where Emacs looked: keys from
+the environment are the helper's, which sends them only to their
+provider's own address."
+  (let ((given (ob-chat-ai--param params :api-key)))
+    (if given
+        `((api_key . ,(ob-chat-ai--one-line-key (ob-chat-ai--document-key given))))
+      (let* ((host (and url (url-host (url-generic-parse-url url))))
+             (host (and (org-string-nw-p host) host))
+             (key (ob-chat-ai--auth-source-key host)))
+        (if key
+            `((api_key . ,(ob-chat-ai--one-line-key key)) (api_key_host . ,host))
+          `((looked_in . [":api-key" ,(ob-chat-ai--auth-source-place host)])))))))
+
+(defun ob-chat-ai--auth-source-place (host)
+  "Return, in words, the place in auth-source for a key for HOST."
+  (let ((files (seq-filter #'stringp auth-sources)))
+    (format "auth-source (machine %s%s)" (or host "of the base URL")
+            (if files (concat " in " (mapconcat #'identity files ", ")) ""))))
+
+(defun ob-chat-ai--document-key (given)
+  "Return the key that :api-key GIVEN names: itself, or the body of <<NAME>>."
+  (if (and (stringp given)
+           (string-match "\\`<<\\([^<>()]+\\)\\(()\\)?>>\\'" given))
+      (let ((name (match-string 1 given)))
+        (or (ob-chat-ai--nonempty (ob-chat-ai--named-block-body name :api-key))
+            (ob-chat-ai--user-error ":api-key refers to block %s, which is empty"
+                                    name)))
+    (format "%s" given)))
+
+(defun ob-chat-ai--one-line-key (key)
+  "Return KEY, refusing it when it has a line break in it."
+  (when (string-match-p "[\n\r]" key)
+    (ob-chat-ai--user-error "The API key has a line break in it"))
+  key)
 
 (defun ob-chat-ai--auth-source-key (host)
   "Return the secret that auth-source has for HOST, or nil."
@@ -451,12 +494,6 @@ which is empty" name))))
 (defun ob-chat-ai--nonempty (text)
   "Return TEXT trimmed, or nil when it is nil or blank."
   (and text (not (string-empty-p (string-trim text))) (string-trim text)))
-
-(defun ob-chat-ai--loopback-p (host)
-  "Return non-nil when HOST is this machine."
-  (and host
-       (or (member host '("localhost" "::1" "[::1]"))
-           (string-prefix-p "127." host))))
 
 (add-to-list 'org-src-lang-modes '("chat-ai" . text))
 

@@ -10,8 +10,8 @@ from typing import IO, Any
 
 from chat_ai_helper import __version__
 from chat_ai_helper.errors import ChatAIError, ConfigError
+from chat_ai_helper.providers import DEFAULT_MODEL
 
-DEFAULT_MODEL = "gpt-4o-mini"
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-p",
         "--provider",
-        help="openai (the default), azure, or local (the model chat-ai-local serves)",
+        help="openai (the default), azure, local (the model chat-ai-local serves), "
+        "or one of yours in providers.json",
     )
     parser.add_argument(
         "-H",
@@ -135,8 +136,6 @@ def build_envelope(args: argparse.Namespace, stdin: IO[bytes]) -> dict[str, Any]
     if args.provider:
         envelope["provider"] = args.provider
     body = envelope["body"]
-    if "model" not in body:
-        body["model"] = os.environ.get("CHAT_AI_MODEL") or _provider_model(envelope)
     for key, value in (
         ("model", args.model),
         ("temperature", args.temperature),
@@ -169,18 +168,13 @@ def _header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def _provider_model(envelope: dict[str, Any]) -> str:
-    from chat_ai_helper.providers import provider
-
-    name = envelope.get("provider") or "openai"
-    return provider(str(name), os.environ).model or DEFAULT_MODEL
-
-
-def _print_reply(envelope: dict[str, Any], out: IO[str], err: IO[str]) -> None:
+def _print_reply(
+    envelope: dict[str, Any], trusted: bool, out: IO[str], err: IO[str]
+) -> None:
     from chat_ai_helper.client import Client, Delta, Retry, retry_line
     from chat_ai_helper.request import parse_request
 
-    request = parse_request(envelope)
+    request = parse_request(envelope, trusted=trusted)
     client = Client()
     others: dict[int, str] = {}
     ended_with_newline = True
@@ -246,11 +240,13 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         serve(stdin, sys.stdout.buffer)
         return 0
     envelope = build_envelope(args, stdin)
+    # The command line's own --base-url is the user's; one in --json input is not.
+    trusted = bool(args.base_url)
     if args.dry_run:
         from chat_ai_helper.request import parse_request
 
-        preview = parse_request(envelope, require_key=False).preview()
-        out.write(json.dumps(preview, ensure_ascii=False, indent=2) + "\n")
+        request = parse_request(envelope, require_key=False, trusted=trusted)
+        out.write(json.dumps(request.preview(), ensure_ascii=False, indent=2) + "\n")
         return 0
-    _print_reply(envelope, out, err)
+    _print_reply(envelope, trusted, out, err)
     return 0

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests import Response
@@ -190,7 +190,8 @@ class Client:
                     data=data,
                     headers=request.http_headers(),
                     timeout=(min(CONNECT_TIMEOUT, request.timeout), request.timeout),
-                    stream=request.stream,
+                    stream=True,
+                    allow_redirects=False,
                 )
             except requests.ConnectionError as error:
                 if last or cancel.is_set:
@@ -200,13 +201,16 @@ class Client:
             else:
                 cancel.watch(response)
                 retryable = not last and response.status_code in RETRY_STATUSES
-                problem = _api_error(response, request.api_key) if retryable else None
-                if problem is None or not _worth_retrying(response, problem):
+                if not retryable:
+                    yield response
+                    return
+                with _not_reused(response):
+                    problem = _api_error(response, request.api_key)
+                if not _worth_retrying(response, problem):
                     yield response
                     return
                 failure = str(problem)
                 wait = _server_wait(response) or _backoff(attempt)
-                response.close()
             yield Retry(attempt + 1, request.max_retries, wait, failure)
             cancel.sleep(wait)
             if cancel.is_set:
@@ -223,8 +227,13 @@ class Client:
         with response:
             if cancel.is_set:
                 raise Cancelled("cancelled")
+            if 300 <= response.status_code < 400:
+                with _not_reused(response):
+                    raise _redirect_error(response, request)
             if response.status_code >= 400:
-                raise _api_error(response, request.api_key)
+                with _not_reused(response):
+                    error = _api_error(response, request.api_key)
+                raise _missing_key_advice(error, request)
             if not request.stream:
                 yield from _read_completion(response, response.content, request.api_key)
                 return
@@ -241,6 +250,48 @@ class Client:
 
 def _nothing() -> None:
     pass
+
+
+@contextlib.contextmanager
+def _not_reused(response: Response) -> Iterator[None]:
+    """Close RESPONSE's connection when done with it, instead of pooling it.
+
+    A server that answers with an error or a redirect may not have read
+    the whole request, and would read its rest as the next request on
+    the same connection.
+    """
+    connection = getattr(response.raw, "connection", None)
+    try:
+        yield
+    finally:
+        response.close()
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+
+def _redirect_error(response: Response, request: ChatRequest) -> APIError:
+    """Return the error for a redirect, which is not followed, saying where to."""
+    location = response.headers.get("Location")
+    if not location:
+        return APIError(
+            "the server answered with a redirect but no address",
+            status=response.status_code,
+        )
+    target = redact(_snippet(urljoin(request.url, location)), request.api_key)
+    return APIError(
+        f"the server tried to send the request to {target}; redirects are not "
+        "followed, so that no key or header goes where you did not send it "
+        "(if you trust that address, make it the base URL)",
+        status=response.status_code,
+    )
+
+
+def _missing_key_advice(error: APIError, request: ChatRequest) -> APIError:
+    """Return ERROR, saying which key was not sent when the server wants one."""
+    if error.status == 401 and request.api_key is None and request.missing_key:
+        error.advice = request.missing_key
+    return error
 
 
 def _worth_retrying(response: Response, error: APIError) -> bool:

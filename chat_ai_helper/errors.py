@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -66,6 +67,7 @@ class APIError(ChatAIError):
         self.code = code
         self.param = param
         self.request_id = request_id
+        self.advice: str | None = None
 
     def __str__(self) -> str:
         labels = [f"HTTP {self.status}" if self.status else "API error"]
@@ -80,6 +82,8 @@ class APIError(ChatAIError):
     @property
     def hint(self) -> str | None:
         """Return what the user can do about this error, when there is advice."""
+        if self.advice:
+            return self.advice
         code = self.code or ""
         if code == "insufficient_quota":
             return "out of quota: check the plan and billing of the account"
@@ -128,13 +132,26 @@ class Cancelled(ChatAIError):
 
 
 def redact(text: str, secret: str | None) -> str:
-    """Return TEXT with every occurrence of SECRET, or a long part of it, masked."""
+    """Return TEXT with SECRET masked, and any word holding a long part of it.
+
+    Servers echo keys whole or in part (``sk-abc…wxyz``); a word of TEXT
+    that holds eight or more characters of SECRET in a row is masked
+    whole, so that no piece of the key is left to read.
+    """
     if not secret:
         return text
     text = text.replace(secret, "***")
-    # Servers echo keys partly ("sk-abc...wxyz"); mask any 8-character run of it.
-    for start in range(len(secret) - 7):
-        piece = secret[start : start + 8]
-        if piece in text:
-            text = text.replace(piece, "***")
-    return text
+    pieces = {secret[start : start + 8] for start in range(len(secret) - 7)}
+
+    def mask(match: re.Match[str]) -> str:
+        word = match.group(0)
+        core = word.strip(_PUNCTUATION)
+        if core and any(piece in core for piece in pieces):
+            start = word.index(core)
+            return word[:start] + "***" + word[start + len(core) :]
+        return word
+
+    return re.sub(r"\S+", mask, text)
+
+
+_PUNCTUATION = ".,;:!?'\"()[]{}<>"

@@ -1,14 +1,17 @@
 """The helper side of the Emacs protocol: requests in, events out, as JSON lines.
 
 Each line read is one request object (see ``docs/protocol.org``), or a
-cancel message; each line written is one event carrying a request's ``id``:
-``delta`` events with reply text, then exactly one ``done`` or ``error``
-event.  Requests run concurrently, one thread each.
+cancel or providers message; each line written is one event carrying a
+request's ``id``: ``retry`` and ``delta`` events, then exactly one
+``done`` or ``error`` event (a ``preview`` for a dry run, a ``providers``
+event for a providers message).  Requests run concurrently, one thread
+each.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -16,6 +19,7 @@ from typing import IO, Any
 
 from chat_ai_helper.client import Cancel, Client, Delta, Done, Retry, retry_line
 from chat_ai_helper.errors import Cancelled, ChatAIError, ConfigError
+from chat_ai_helper.providers import listing, providers_file
 from chat_ai_helper.request import parse_request
 
 
@@ -145,6 +149,21 @@ def answer(envelope: Any, client: Client, writer: EventWriter, cancel: Cancel) -
         writer.event({"id": request_id, "type": "error", **error.to_event()})
 
 
+def providers_event(message: dict[str, Any]) -> dict[str, Any]:
+    """Return the answer to MESSAGE, a providers request: each provider, or an error."""
+    request_id = message.get("id")
+    try:
+        found = listing(os.environ)
+    except ConfigError as error:
+        return {"id": request_id, "type": "error", **error.to_event()}
+    return {
+        "id": request_id,
+        "type": "providers",
+        "providers": [profile.describe(os.environ) for profile in found],
+        "file": str(providers_file(os.environ)),
+    }
+
+
 def serve(lines: Iterable[bytes], output: IO[bytes]) -> None:
     """Answer the request lines in LINES, each in its own thread, until they end.
 
@@ -163,6 +182,9 @@ def serve(lines: Iterable[bytes], output: IO[bytes]) -> None:
             except ValueError as error:
                 problem = ConfigError(f"the request is not valid JSON: {error}")
                 writer.event({"id": None, "type": "error", **problem.to_event()})
+                continue
+            if isinstance(message, dict) and message.get("type") == "providers":
+                writer.event(providers_event(message))
                 continue
             if isinstance(message, dict) and message.get("type") == "cancel":
                 entry = running.get(message.get("id"))

@@ -12,29 +12,47 @@
   where no key is needed.
 
 Users add their own in a JSON file, ``$CHAT_AI_PROVIDERS_FILE`` or else
-``$XDG_CONFIG_HOME/chat-ai/providers.json`` (``~/.config/…``)::
+``$XDG_CONFIG_HOME/chat-ai/providers.json`` (``~/.config/…``); an entry
+with a built-in name replaces that provider::
 
     {"ollama": {"base_url": "http://127.0.0.1:11434/v1", "model": "llama3.2"},
      "event": {"base_url": "https://proxy.example/api/v1",
                "headers": {"openai-event-code": "hackathon/me"}},
      "work": {"base_url": "https://llm.example.com/v1",
               "api_key_env": "WORK_LLM_KEY"}}
+
+`resolve` is the one place that decides where a request goes and which
+key and headers it carries, for Emacs and the command line alike:
+
+- a key from the environment and a provider's own headers go only to
+  that provider's own origin (scheme, host and port), never to another
+  base URL that a request names;
+- a key that the request brings itself goes where the request says; one
+  that Emacs found in auth-source carries the host it was found for, and
+  goes only there;
+- the command line's own ``--base-url`` is the user's: it counts as the
+  provider's own address.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from chat_ai_helper.errors import ConfigError
+from chat_ai_helper.urls import Origin, origin
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_LOCAL_PORT = 8765
+DEFAULT_MODEL = "gpt-4o-mini"
 LOCAL_MODEL = "smollm2"
+BUILT_IN = ("openai", "azure", "local")
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,21 @@ class Provider:
     key_header: str = "Authorization"
     api_version: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    api: str = "openai"
+
+    def describe(self, environ: Mapping[str, str]) -> dict[str, Any]:
+        """Return what a caller may know of this provider, as a JSON-ready object."""
+        return {
+            "name": self.name,
+            "api": self.api,
+            "base_url": self.base_url,
+            "model": self.default_model(environ),
+            "key_variable": self.key_variable,
+        }
+
+    def default_model(self, environ: Mapping[str, str]) -> str:
+        """Return the model of requests that name none, as ENVIRON says."""
+        return environ.get("CHAT_AI_MODEL") or self.model or DEFAULT_MODEL
 
 
 def local_url(environ: Mapping[str, str]) -> str:
@@ -64,13 +97,20 @@ def loopback_url(port: int) -> str:
 
 def provider(name: str, environ: Mapping[str, str]) -> Provider:
     """Return the provider called NAME, as ENVIRON and the user's file configure it."""
-    mine = user_providers(environ)
-    if name in mine:
-        return mine[name]
-    if name == "openai":
-        return Provider(name, environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+    path, entries = _user_entries(environ)
+    if name in entries:
+        return _user_provider(path, name, entries[name], environ)
+    if name in BUILT_IN:
+        return _built_in(name, environ)
+    known = ", ".join(
+        [*BUILT_IN, *(str(key) for key in entries if key not in BUILT_IN)]
+    )
+    raise ConfigError(f"unknown provider {name!r}; known: {known}", "provider")
+
+
+def _built_in(name: str, environ: Mapping[str, str]) -> Provider:
     if name == "local":
-        return Provider(name, local_url(environ), LOCAL_MODEL)
+        return Provider(name, local_url(environ), LOCAL_MODEL, api="local")
     if name == "azure":
         return Provider(
             name,
@@ -78,9 +118,24 @@ def provider(name: str, environ: Mapping[str, str]) -> Provider:
             key_variable="AZURE_OPENAI_API_KEY",
             key_header="api-key",
             api_version=environ.get("OPENAI_API_VERSION") or None,
+            api="azure",
         )
-    known = ", ".join(["openai", "azure", "local", *sorted(mine)])
-    raise ConfigError(f"unknown provider {name!r}; known: {known}", "provider")
+    return Provider(name, environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+
+
+def listing(environ: Mapping[str, str]) -> list[Provider]:
+    """Return every provider ENVIRON and the user's file define, built-in ones first.
+
+    An entry of the file that is malformed is left out; asking for it by
+    name says what is wrong with it.
+    """
+    found = {name: _built_in(name, environ) for name in BUILT_IN}
+    for name in _user_entries(environ)[1]:
+        try:
+            found[name] = provider(name, environ)
+        except ConfigError:
+            found.pop(name, None)
+    return list(found.values())
 
 
 def providers_file(environ: Mapping[str, str]) -> Path:
@@ -91,23 +146,22 @@ def providers_file(environ: Mapping[str, str]) -> Path:
     return Path(config) / "chat-ai" / "providers.json"
 
 
-def user_providers(environ: Mapping[str, str]) -> dict[str, Provider]:
-    """Return the user's provider profiles, by name; none when there is no file."""
+def _user_entries(environ: Mapping[str, str]) -> tuple[Path, dict[str, Any]]:
     path = providers_file(environ)
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return {}
+        return path, {}
     except (OSError, ValueError) as error:
         raise ConfigError(f"cannot read the providers file {path}: {error}") from None
     if not isinstance(entries, dict):
         raise ConfigError(f"the providers file {path} must hold a JSON object")
-    return {
-        name: _user_provider(path, str(name), entry) for name, entry in entries.items()
-    }
+    return path, entries
 
 
-def _user_provider(path: Path, name: str, entry: Any) -> Provider:
+def _user_provider(
+    path: Path, name: str, entry: Any, environ: Mapping[str, str]
+) -> Provider:
     where = f"provider {name!r} in {path}"
     if not isinstance(entry, dict) or not isinstance(entry.get("base_url"), str):
         raise ConfigError(f"{where} needs a base_url")
@@ -116,15 +170,174 @@ def _user_provider(path: Path, name: str, entry: Any) -> Provider:
         isinstance(value, str) for value in headers.values()
     ):
         raise ConfigError(f"{where}: headers must map names to strings")
+    for header in headers:
+        if not HEADER_NAME.match(str(header)):
+            raise ConfigError(f"{where}: {header!r} is not a valid header name")
+    base = _built_in(name, environ) if name in BUILT_IN else Provider(name, None)
     return Provider(
         name,
         entry["base_url"],
-        model=entry.get("model"),
-        key_variable=str(entry.get("api_key_env") or "OPENAI_API_KEY"),
+        model=entry.get("model") or base.model,
+        key_variable=str(entry.get("api_key_env") or base.key_variable),
+        key_header=base.key_header,
+        api_version=base.api_version,
         headers={str(key): value for key, value in headers.items()},
+        api=base.api,
     )
 
 
 def uses_deployments(base_url: str) -> bool:
     """Return whether Azure endpoint BASE_URL wants the deployment in the path."""
     return not base_url.rstrip("/").endswith("/openai/v1")
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one request goes, and the key and headers it carries there."""
+
+    provider: Provider
+    base_url: str
+    origin: Origin
+    api_key: str | None = field(repr=False)
+    headers: dict[str, str]
+    api_version: str | None
+    model: str
+    missing_key: str | None = None
+
+    @property
+    def deployments(self) -> bool:
+        """Return whether the model names an Azure deployment in the URL."""
+        return self.provider.api == "azure" and uses_deployments(self.base_url)
+
+
+def resolve(
+    envelope: Mapping[str, Any],
+    environ: Mapping[str, str],
+    *,
+    trusted: bool = False,
+    require_key: bool = True,
+) -> Route:
+    """Return where ENVELOPE's request goes and what it carries, as ENVIRON says.
+
+    The envelope's ``provider`` (``openai`` by default) gives the
+    address, the key variable and the headers of the user's own
+    configuration; its ``base_url``, ``api_key``, ``headers`` and
+    ``api_version`` come from the request itself.  Unless TRUSTED (the
+    base URL is the user's own command line), a key from the environment
+    and the provider's headers go only to the provider's own origin.
+    With REQUIRE_KEY, a request to the provider's own origin off
+    loopback with no key and no headers is refused.
+    """
+    name = envelope.get("provider") or "openai"
+    if not isinstance(name, str):
+        raise ConfigError("provider must be a name", "provider")
+    profile = provider(name, environ)
+    given_url = envelope.get("base_url") or None
+    url = given_url or profile.base_url
+    if not url and profile.api == "azure":
+        raise ConfigError(
+            "azure needs an endpoint: set AZURE_OPENAI_ENDPOINT or base_url",
+            "base_url",
+        )
+    where = origin(given_url) if given_url else _own_origin(profile)
+    if where is None:
+        raise ConfigError(f"the {name} provider has no base_url", "base_url")
+    own = where if trusted or not given_url else _own_origin(profile)
+    at_home = own == where
+    headers = {**(profile.headers if at_home else {}), **_headers(envelope)}
+    api_key = _given_key(envelope, where)
+    if api_key is None and at_home:
+        api_key = environ.get(profile.key_variable) or None
+    looked_in = _looked_in(envelope, profile)
+    if (
+        api_key is None
+        and require_key
+        and at_home
+        and not headers
+        and not where.is_loopback
+    ):
+        raise ConfigError(
+            f"no API key for {where.host}; looked in {looked_in}"
+            if envelope.get("looked_in")
+            else f"no API key for {where.host}: set {profile.key_variable}",
+            "api_key",
+        )
+    missing_key = None
+    if api_key is None:
+        missing_key = (
+            f"no API key was sent; keys are looked for in {looked_in}"
+            if at_home or own is None
+            else f"no API key was sent: ${profile.key_variable} goes only to "
+            f"{own}, the {name} provider's address, not to {where}; for a key "
+            f"there, add an auth-source entry (machine {where.host}) or a "
+            f"provider of your own to {providers_file(environ)}"
+        )
+    api_version = envelope.get("api_version") or profile.api_version
+    if api_version is not None and not isinstance(api_version, str):
+        raise ConfigError("api_version must be a string", "api_version")
+    return Route(
+        provider=profile,
+        base_url=str(url),
+        origin=where,
+        api_key=api_key,
+        headers=headers,
+        api_version=api_version,
+        model=profile.default_model(environ),
+        missing_key=missing_key,
+    )
+
+
+def _own_origin(profile: Provider) -> Origin | None:
+    """Return the origin of PROFILE's own address, None when it has none."""
+    if not profile.base_url:
+        return None
+    try:
+        return origin(profile.base_url, f"the {profile.name} provider's base_url")
+    except ConfigError as error:
+        raise ConfigError(str(error), "base_url") from None
+
+
+def _headers(envelope: Mapping[str, Any]) -> dict[str, str]:
+    """Return the request's own headers, refusing names and values HTTP forbids."""
+    given = envelope.get("headers") or {}
+    if not isinstance(given, dict) or not all(
+        isinstance(value, str) and not set(value) & {"\n", "\r", "\0"}
+        for value in given.values()
+    ):
+        raise ConfigError("headers must map names to one-line strings", "headers")
+    for header in given:
+        if not HEADER_NAME.match(header):
+            raise ConfigError(
+                f"headers must have valid names; {header!r} is not one (letters, "
+                "digits and !#$%&'*+-.^_`|~ only, no spaces)",
+                "headers",
+            )
+    return dict(given)
+
+
+def _given_key(envelope: Mapping[str, Any], where: Origin) -> str | None:
+    """Return the key the request brings, if it may go to WHERE."""
+    api_key = envelope.get("api_key") or None
+    if api_key is None:
+        return None
+    if not isinstance(api_key, str) or set(api_key) & {"\n", "\r", "\0"}:
+        raise ConfigError("api_key must be a one-line string", "api_key")
+    key_host = envelope.get("api_key_host")
+    if key_host is not None and (
+        not isinstance(key_host, str) or key_host.strip("[]").lower() != where.host
+    ):
+        raise ConfigError(
+            f"the key found for {key_host} is not sent to {where.host}, where "
+            "the request goes",
+            "api_key",
+        )
+    return api_key
+
+
+def _looked_in(envelope: Mapping[str, Any], profile: Provider) -> str:
+    """Return where keys are looked for, as words: the caller's places, then ours."""
+    places = envelope.get("looked_in") or []
+    if not isinstance(places, list) or not all(isinstance(p, str) for p in places):
+        raise ConfigError("looked_in must be a list of strings", "looked_in")
+    places = [*places, f"${profile.key_variable}"]
+    return " and ".join([", ".join(places[:-1]), places[-1]] if places[:-1] else places)

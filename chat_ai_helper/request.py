@@ -7,16 +7,17 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from chat_ai_helper.errors import ConfigError
-from chat_ai_helper.providers import DEFAULT_BASE_URL, provider, uses_deployments
+from chat_ai_helper.providers import DEFAULT_BASE_URL, resolve
 
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 2
 CONNECT_TIMEOUT = 10.0
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key", "cookie")
+CREDENTIAL_WORDS = ("key", "token", "secret", "auth", "password", "cookie")
 
 Checker = Callable[[str, Any], Any]
 
@@ -209,6 +210,7 @@ class ChatRequest:
     deployment: str | None = None
     provider: str = "openai"
     max_retries: int = DEFAULT_MAX_RETRIES
+    missing_key: str | None = None
 
     @property
     def url(self) -> str:
@@ -227,18 +229,21 @@ class ChatRequest:
         return bool(self.body.get("stream"))
 
     def http_headers(self, *, redacted: bool = False) -> dict[str, str]:
-        """Return the HTTP headers to send, the key masked when REDACTED."""
+        """Return the HTTP headers to send, every credential masked when REDACTED."""
         headers = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream" if self.stream else "application/json",
         }
         if self.api_key:
-            key = "***" if redacted else self.api_key
             if self.key_header == "Authorization":
-                headers["Authorization"] = f"Bearer {key}"
+                headers["Authorization"] = f"Bearer {self.api_key}"
             else:
-                headers[self.key_header] = key
+                headers[self.key_header] = self.api_key
         headers.update(self.headers)
+        if redacted:
+            return {
+                name: mask_credential(name, value) for name, value in headers.items()
+            }
         return headers
 
     def preview(self) -> dict[str, Any]:
@@ -251,9 +256,21 @@ class ChatRequest:
         }
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+def mask_credential(name: str, value: str) -> str:
+    """Return header NAME's VALUE as a preview shows it: masked if it is a credential.
+
+    Authorization and the headers whose name says key, token, secret and
+    the like are masked; an authorization scheme (``Bearer``) stays.
+    """
+    lowered = name.lower()
+    if lowered not in CREDENTIAL_HEADERS and not any(
+        word in lowered for word in CREDENTIAL_WORDS
+    ):
+        return value
+    scheme, space, _ = value.partition(" ")
+    if "authorization" in lowered and space and scheme.isalpha():
+        return f"{scheme} ***"
+    return "***"
 
 
 def parse_request(
@@ -261,16 +278,17 @@ def parse_request(
     environ: Mapping[str, str] | None = None,
     *,
     require_key: bool = True,
+    trusted: bool = False,
 ) -> ChatRequest:
     """Check ENVELOPE, a request object as Emacs sends it, and return it parsed.
 
     The envelope holds ``body`` (the chat-completions request) and optionally
-    ``id``, ``provider``, ``base_url``, ``api_key``, ``headers``,
-    ``api_version``, ``timeout`` and ``max_retries``.  A missing base URL, key or API
-    version is the provider's (see `chat_ai_helper.providers`; ``openai``
-    by default), read from ENVIRON.  A key is optional for a server on
-    loopback, when extra headers are given (a proxy may authenticate by
-    them), and when REQUIRE_KEY is false.
+    ``id``, ``provider``, ``base_url``, ``api_key``, ``api_key_host``,
+    ``headers``, ``api_version``, ``timeout`` and ``max_retries``.  Where
+    the request goes and which key it carries is decided by
+    `chat_ai_helper.providers.resolve`, from ENVIRON; the envelope's
+    base URL counts as the user's own only when TRUSTED.  A missing model
+    is the provider's.  Without REQUIRE_KEY, a missing key is no error.
     """
     environ = os.environ if environ is None else environ
     if not isinstance(envelope, dict):
@@ -278,45 +296,14 @@ def parse_request(
     request_id = envelope.get("id")
     if request_id is not None and not isinstance(request_id, str | int):
         raise ConfigError("id must be a string or a number", "id")
-    name = envelope.get("provider") or "openai"
-    if not isinstance(name, str):
-        raise ConfigError("provider must be a name", "provider")
-    profile = provider(name, environ)
-    base_url = envelope.get("base_url") or profile.base_url
-    if not base_url and name == "azure":
-        raise ConfigError(
-            "azure needs an endpoint: set AZURE_OPENAI_ENDPOINT or base_url",
-            "base_url",
-        )
-    if not isinstance(base_url, str) or urlsplit(base_url).scheme not in (
-        "http",
-        "https",
-    ):
-        raise ConfigError(
-            f"base_url must be an http:// or https:// address, not {base_url!r}",
-            "base_url",
-        )
-    given = envelope.get("headers") or {}
-    if not isinstance(given, dict) or not all(
-        isinstance(name, str) and isinstance(value, str) and "\n" not in value
-        for name, value in given.items()
-    ):
-        raise ConfigError("headers must map names to one-line strings", "headers")
-    headers = {**profile.headers, **given}
-    api_key = envelope.get("api_key") or environ.get(profile.key_variable) or None
-    if api_key is not None and (not isinstance(api_key, str) or "\n" in api_key):
-        raise ConfigError("api_key must be a one-line string", "api_key")
-    if api_key is None and require_key and not headers and not _is_loopback(base_url):
-        raise ConfigError(
-            f"no API key for {urlsplit(base_url).hostname}: set {profile.key_variable}",
-            "api_key",
-        )
-    api_version = envelope.get("api_version") or profile.api_version
-    if api_version is not None and not isinstance(api_version, str):
-        raise ConfigError("api_version must be a string", "api_version")
-    body = check_body(envelope.get("body"))
+    route = resolve(envelope, environ, trusted=trusted, require_key=require_key)
+    given_body = envelope.get("body")
+    if isinstance(given_body, dict) and "model" not in given_body:
+        given_body = {"model": route.model, **given_body}
+    body = check_body(given_body)
+    api_version = route.api_version
     deployment = None
-    if name == "azure" and uses_deployments(base_url):
+    if route.deployments:
         if not api_version:
             raise ConfigError(
                 "azure needs an API version: set OPENAI_API_VERSION or api_version "
@@ -346,13 +333,14 @@ def parse_request(
     return ChatRequest(
         body=body,
         max_retries=max_retries,
-        base_url=base_url,
-        api_key=api_key,
-        headers=headers,
+        base_url=route.base_url,
+        api_key=route.api_key,
+        headers=route.headers,
         timeout=float(timeout),
         id=None if request_id is None else str(request_id),
-        key_header=profile.key_header,
+        key_header=route.provider.key_header,
         api_version=api_version,
         deployment=deployment,
-        provider=name,
+        provider=route.provider.api,
+        missing_key=route.missing_key,
     )

@@ -26,8 +26,6 @@ plain `make demo' needs neither.")
     (kill-emacs 2))
   (setq ob-chat-ai-helper-command (list chat-ai-demo-helper "--serve")
         org-confirm-babel-evaluate nil)
-  (when (getenv "CHAT_AI_MODEL")
-    (setq ob-chat-ai-model (getenv "CHAT_AI_MODEL")))
   (message "Asking %s%s..." ob-chat-ai-provider
            (if (equal ob-chat-ai-provider "local") " (SmolLM2-135M, on this machine)" ""))
   (with-temp-buffer

@@ -100,7 +100,8 @@ Why that one?
       (ob-chat-ai-local-test-check-reply first)
       (goto-char (point-max))
       (re-search-backward "^#\\+begin_src")
-      (let* ((request (json-parse-string (org-babel-expand-src-block)
+      (let* ((request (json-parse-string (org-babel-execute-src-block
+                                          nil nil '((:dry-run . "yes")))
                                          :object-type 'alist :array-type 'list))
              (messages (alist-get 'messages (alist-get 'body request))))
         (should (equal (mapcar (lambda (m) (alist-get 'role m)) messages)

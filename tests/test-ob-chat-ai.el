@@ -88,13 +88,20 @@
 (defmacro ob-chat-ai-test-with-org (text &rest body)
   "Run BODY in an Org buffer holding TEXT, isolated, with the server running.
 Point is at the start of the buffer; the server's record is cleared;
-keys and base URLs of the environment and of auth-source are hidden."
+keys, base URLs and providers files of the environment and of
+auth-source are hidden, and $OPENAI_BASE_URL is the server's."
   (declare (indent 1) (debug t))
-  `(let ((base-url (ob-chat-ai-test-server))
-         (process-environment (seq-remove
-                               (lambda (entry)
-                                 (string-match-p "\\`\\(OPENAI_\\|AZURE_OPENAI_\\|CHAT_AI_LOCAL_\\)" entry))
-                               process-environment))
+  `(let* ((base-url (ob-chat-ai-test-server))
+          (process-environment
+           (append
+            (list (concat "OPENAI_BASE_URL=" base-url)
+                  (concat "CHAT_AI_PROVIDERS_FILE="
+                          (expand-file-name "no-such-providers.json"
+                                            temporary-file-directory)))
+            (seq-remove
+             (lambda (entry)
+               (string-match-p "\\`\\(OPENAI_\\|AZURE_OPENAI_\\|CHAT_AI_LOCAL_\\|CHAT_AI_MODEL=\\|CHAT_AI_PROVIDERS_FILE=\\)" entry))
+             process-environment)))
          (auth-sources nil)
          (auth-source-do-cache nil)
          (org-confirm-babel-evaluate nil)
@@ -103,12 +110,11 @@ keys and base URLs of the environment and of auth-source are hidden."
      (ignore base-url)
      (with-current-buffer (process-buffer ob-chat-ai-test-server)
        (erase-buffer))
-     (let ((ob-chat-ai-base-url base-url))
-       (with-temp-buffer
-         (org-mode)
-         (insert ,text)
-         (goto-char (point-min))
-         ,@body))))
+     (with-temp-buffer
+       (org-mode)
+       (insert ,text)
+       (goto-char (point-min))
+       ,@body)))
 
 (defun ob-chat-ai-test-run ()
   "Execute the first chat-ai block and return its result as Babel reads it."
@@ -301,7 +307,8 @@ hi
                   (":stream maybe" "chat-ai: :stream must be true or false, not 'maybe'")
                   (":logit-bias {oops" "chat-ai: :logit-bias is not valid JSON")
                   (":role-system boss" "chat-ai: :role-system must be system or developer")
-                  (":timeout soon" "chat-ai: :timeout must be a number of seconds")))
+                  (":timeout soon"
+                   "chat-ai: :timeout must be a positive number of seconds")))
     (ob-chat-ai-test-with-org
         (format "before\n#+begin_src chat-ai :model m %s\nhi\n#+end_src\nafter\n"
                 (car case))
@@ -324,33 +331,37 @@ hi
 
 (ert-deftest ob-chat-ai-test-base-url-from-header-then-environment ()
   (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
-    (let ((ob-chat-ai-base-url "http://127.0.0.1:9/unused"))
-      (setenv "OPENAI_BASE_URL" base-url)
-      (should (equal (ob-chat-ai-test-run) "hi"))))
+    (setenv "OPENAI_BASE_URL" base-url)
+    (should (equal (ob-chat-ai-test-run) "hi")))
   (ob-chat-ai-test-with-org
       (format "#+begin_src chat-ai :model m :base-url %s\nhi\n#+end_src\n"
               ob-chat-ai-test-base-url)
-    (let ((ob-chat-ai-base-url "http://127.0.0.1:9/unused"))
-      (setenv "OPENAI_BASE_URL" "http://127.0.0.1:9/also-unused")
-      (should (equal (ob-chat-ai-test-run) "hi")))))
+    (setenv "OPENAI_BASE_URL" "http://127.0.0.1:9/unused")
+    (should (equal (ob-chat-ai-test-run) "hi"))))
 
 ;;;; Tests: providers
 
 (ert-deftest ob-chat-ai-test-provider-sets-the-address-and-default-model ()
   (ob-chat-ai-test-with-org "#+begin_src chat-ai :provider local\nhi\n#+end_src\n"
-    (let ((ob-chat-ai-base-url "http://127.0.0.1:9/unused"))
-      (setenv "CHAT_AI_LOCAL_URL" base-url)
-      (should (equal (ob-chat-ai-test-run) "hi"))
-      (should (equal (alist-get 'model (ob-chat-ai-test-body)) "smollm2"))))
+    (setenv "OPENAI_BASE_URL" "http://127.0.0.1:9/unused")
+    (setenv "CHAT_AI_LOCAL_URL" base-url)
+    (should (equal (ob-chat-ai-test-run) "hi"))
+    (should (equal (alist-get 'model (ob-chat-ai-test-body)) "smollm2")))
   (ob-chat-ai-test-with-org "#+begin_src chat-ai :provider local :model other\nhi\n#+end_src\n"
     (setenv "CHAT_AI_LOCAL_URL" base-url)
     (should (equal (ob-chat-ai-test-run) "hi"))
     (should (equal (alist-get 'model (ob-chat-ai-test-body)) "other")))
-  (ob-chat-ai-test-with-org "#+begin_src chat-ai\nhi\n#+end_src\n"
-    (let ((ob-chat-ai-providers `(("mine" :base-url ,base-url)))
-          (ob-chat-ai-provider "mine"))
-      (should (equal (ob-chat-ai-test-run) "hi"))
-      (should (equal (alist-get 'model (ob-chat-ai-test-body)) "gpt-4o-mini")))))
+  (let ((file (make-temp-file "providers" nil ".json")))
+    (unwind-protect
+        (ob-chat-ai-test-with-org "#+begin_src chat-ai\nhi\n#+end_src\n"
+          (with-temp-file file
+            (insert (json-serialize `((mine (base_url . ,base-url))))))
+          (setenv "OPENAI_BASE_URL" "http://127.0.0.1:9/unused")
+          (setenv "CHAT_AI_PROVIDERS_FILE" file)
+          (let ((ob-chat-ai-provider "mine"))
+            (should (equal (ob-chat-ai-test-run) "hi"))
+            (should (equal (alist-get 'model (ob-chat-ai-test-body)) "gpt-4o-mini"))))
+      (delete-file file))))
 
 (ert-deftest ob-chat-ai-test-local-model-not-running-says-how-to-start-it ()
   (ob-chat-ai-test-with-org "#+begin_src chat-ai :provider local :max-retries 0\nhi\n#+end_src\n"
@@ -363,7 +374,7 @@ start the local model with: chat-ai-local start"))))
   (ob-chat-ai-test-with-org "before\n#+begin_src chat-ai :provider nope\nhi\n#+end_src\n"
     (let ((original (buffer-string)))
       (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
-                     "chat-ai: Unknown :provider nope; known: openai, azure, local"))
+                     "chat-ai: unknown provider 'nope'; known: openai, azure, local"))
       (should (equal (buffer-string) original))
       (should-not (ob-chat-ai-test-received)))))
 
@@ -513,8 +524,7 @@ Hello \"there\"
                                  (buffer-substring (org-babel-where-is-src-block-result)
                                                    (point-max))))
       (goto-char (point-min))
-      (should (equal (json-parse-string (org-babel-expand-src-block) :object-type 'alist)
-                     request))
+      (should (equal (org-babel-expand-src-block) "Hello \"there\""))
       (should-not (ob-chat-ai-test-received)))))
 
 (ert-deftest ob-chat-ai-test-usage-line-after-the-reply ()
@@ -663,8 +673,8 @@ Where was it played?
   (ob-chat-ai-test-with-org "#+begin_src chat-ai :provider azure :model d\nhi\n#+end_src\n"
     (setenv "AZURE_OPENAI_ENDPOINT" nil)
     (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
-                   "chat-ai: Provider azure needs an endpoint: :base-url or \
-$AZURE_OPENAI_ENDPOINT"))))
+                   "chat-ai: azure needs an endpoint: set AZURE_OPENAI_ENDPOINT \
+or base_url"))))
 
 ;;;; Tests: the API key
 
@@ -733,11 +743,11 @@ hi
     (should (null (ob-chat-ai-test-authorization)))))
 
 (ert-deftest ob-chat-ai-test-no-key-says-where-it-looked ()
-  (ob-chat-ai-test-with-org
-      "#+begin_src chat-ai :model m :base-url https://api.openai.com/v1\nhi\n#+end_src\n"
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
+    (setenv "OPENAI_BASE_URL" nil)
     (let ((auth-sources '("~/.authinfo.gpg")))
       (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
-                     "chat-ai: No API key for api.openai.com; looked in :api-key, \
+                     "chat-ai: no API key for api.openai.com; looked in :api-key, \
 auth-source (machine api.openai.com in ~/.authinfo.gpg) and $OPENAI_API_KEY")))))
 
 (ert-deftest ob-chat-ai-test-missing-key-block-is-named ()
@@ -1148,6 +1158,322 @@ the other block
       (ob-chat-ai-test-execute "chat-ai")
       (should (string-suffix-p "#+RESULTS:\n: alone\n" (ob-chat-ai-test-idle)))
       (ob-chat-ai-test-wait (lambda () (null (ob-chat-ai-test-helpers)))))))
+
+;;;; Tests: where requests go and which key they carry (issue 13)
+
+(defvar ob-chat-ai-test-other-server nil
+  "A second loopback server: an origin that a document names.")
+
+(defun ob-chat-ai-test-other-server ()
+  "Start the second loopback server unless it runs; return its base URL."
+  (unless (process-live-p ob-chat-ai-test-other-server)
+    (let ((buffer (generate-new-buffer " *other loopback server*")))
+      (setq ob-chat-ai-test-other-server
+            (make-process
+             :name "other-loopback-server"
+             :buffer buffer
+             :command (list ob-chat-ai-test-python
+                            (expand-file-name "tests/loopback_server.py"
+                                              ob-chat-ai-test-root))
+             :coding 'utf-8-unix
+             :noquery t
+             :connection-type 'pipe
+             :stderr (get-buffer-create " *other loopback server stderr*")))
+      (with-current-buffer buffer
+        (with-timeout (30 (error "The second loopback server did not start"))
+          (while (not (string-match "\\`{\"port\": \\([0-9]+\\)}\n" (buffer-string)))
+            (accept-process-output ob-chat-ai-test-other-server 0.1)))
+        (process-put ob-chat-ai-test-other-server 'port
+                     (string-to-number (match-string 1 (buffer-string)))))))
+  (with-current-buffer (process-buffer ob-chat-ai-test-other-server)
+    (erase-buffer))
+  (format "http://127.0.0.1:%d/v1" (process-get ob-chat-ai-test-other-server 'port)))
+
+(defun ob-chat-ai-test-other-received ()
+  "Return the requests that the second server received."
+  (accept-process-output ob-chat-ai-test-other-server 0.2)
+  (mapcar (lambda (line) (json-parse-string line :object-type 'alist :null-object nil))
+          (split-string (with-current-buffer (process-buffer ob-chat-ai-test-other-server)
+                          (buffer-string))
+                        "\n" t)))
+
+(defun ob-chat-ai-test-header (request name)
+  "Return header NAME of the received REQUEST."
+  (alist-get name (alist-get 'headers request)))
+
+(defmacro ob-chat-ai-test-with-authinfo (lines &rest body)
+  "Run BODY with auth-source reading a temporary file holding LINES."
+  (declare (indent 1) (debug t))
+  `(let ((authinfo (make-temp-file "authinfo")))
+     (unwind-protect
+         (progn
+           (with-temp-file authinfo (insert ,lines))
+           (let ((auth-sources (list authinfo))
+                 (auth-source-do-cache nil))
+             ,@body))
+       (delete-file authinfo))))
+
+(ert-deftest ob-chat-ai-test-keys-env-key-never-reaches-a-host-the-document-names ()
+  (let ((other (ob-chat-ai-test-other-server)))
+    (dolist (text (list (format "#+begin_src chat-ai :model m :base-url %s\nhi\n#+end_src\n"
+                                other)
+                        (format "#+PROPERTY: header-args:chat-ai :base-url %s
+
+#+begin_src chat-ai :model m
+hi
+#+end_src
+" other)))
+      (ob-chat-ai-test-with-org text
+        (org-set-regexps-and-options)
+        (setenv "OPENAI_API_KEY" ob-chat-ai-test-key)
+        (ob-chat-ai-test-other-server)
+        (should (equal (ob-chat-ai-test-run) "hi"))
+        (let ((received (ob-chat-ai-test-other-received)))
+          (should (= 1 (length received)))
+          (should-not (ob-chat-ai-test-header (car received) 'Authorization))
+          (should-not (string-search ob-chat-ai-test-key (format "%S" received))))
+        (should-not (ob-chat-ai-test-received))))
+    (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
+      (setenv "OPENAI_API_KEY" ob-chat-ai-test-key)
+      (should (equal (ob-chat-ai-test-run) "hi"))
+      (should (equal (ob-chat-ai-test-authorization)
+                     (concat "Bearer " ob-chat-ai-test-key))))))
+
+(ert-deftest ob-chat-ai-test-keys-401-says-which-key-was-not-sent ()
+  (let ((other (ob-chat-ai-test-other-server)))
+    (ob-chat-ai-test-with-org
+        (format "#+begin_src chat-ai :model error-401 :base-url %s\nhi\n#+end_src\n" other)
+      (setenv "OPENAI_API_KEY" ob-chat-ai-test-key)
+      (should (equal (ob-chat-ai-test-run)
+                     (format "chat-ai error: HTTP 401 scenario_error: Scenario error \
+401; you sent no key. (no API key was sent: $OPENAI_API_KEY goes only to %s, the \
+openai provider's address, not to %s; for a key there, add an auth-source entry \
+\(machine 127.0.0.1) or a provider of your own to %s)"
+                             (string-remove-suffix "/v1" base-url)
+                             (string-remove-suffix "/v1" other)
+                             (expand-file-name "no-such-providers.json"
+                                               temporary-file-directory))))))
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model error-401\nhi\n#+end_src\n"
+    (should (equal (ob-chat-ai-test-run)
+                   "chat-ai error: HTTP 401 scenario_error: Scenario error 401; you \
+sent no key. (no API key was sent; keys are looked for in :api-key, auth-source \
+\(machine 127.0.0.1) and $OPENAI_API_KEY)"))))
+
+(ert-deftest ob-chat-ai-test-keys-auth-source-key-reaches-its-host-only ()
+  (let ((other (ob-chat-ai-test-other-server)))
+    (ob-chat-ai-test-with-org
+        (format "#+begin_src chat-ai :model m :base-url %s\nhi\n#+end_src\n"
+                (replace-regexp-in-string "127\\.0\\.0\\.1" "localhost" other))
+      (ob-chat-ai-test-with-authinfo "machine localhost password sk-for-localhost\n"
+        (should (equal (ob-chat-ai-test-run) "hi"))
+        (should (equal (ob-chat-ai-test-header (car (ob-chat-ai-test-other-received))
+                                               'Authorization)
+                       "Bearer sk-for-localhost"))
+        (erase-buffer)
+        (insert "#+begin_src chat-ai :model m\nhi\n#+end_src\n")
+        (should (equal (ob-chat-ai-test-run) "hi"))
+        (should-not (ob-chat-ai-test-authorization))))
+    (ob-chat-ai-test-with-org
+        (format "#+begin_src chat-ai :model m :base-url http://127.0.0.1:%s\\@localhost/v1
+hi
+#+end_src
+" (process-get ob-chat-ai-test-other-server 'port))
+      (ob-chat-ai-test-with-authinfo "machine localhost password sk-for-localhost\n"
+        (ob-chat-ai-test-other-server)
+        (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
+                       "chat-ai: :base-url must not contain a backslash: programs \
+disagree on which host such an address names"))
+        (should-not (ob-chat-ai-test-other-received))
+        (should-not (ob-chat-ai-test-received))))))
+
+(ert-deftest ob-chat-ai-test-keys-auth-source-key-through-an-http-proxy ()
+  (dolist (case '(("http://api.example.test/v1" . "Bearer sk-for-example")
+                  ("http://attacker.example\\@api.example.test/v1" . nil)))
+    (ob-chat-ai-test-with-org
+        (format "#+begin_src chat-ai :model m :base-url %s\nhi\n#+end_src\n" (car case))
+      (setenv "HTTP_PROXY" (string-remove-suffix "/v1" base-url))
+      (setenv "http_proxy" nil)
+      (setenv "NO_PROXY" nil)
+      (setenv "no_proxy" nil)
+      (ob-chat-ai-test-with-authinfo "machine api.example.test password sk-for-example\n"
+        (if (null (cdr case))
+            (progn
+              (should (string-prefix-p "chat-ai: :base-url must not contain a backslash"
+                                       (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)))
+              (should-not (ob-chat-ai-test-received)))
+          (should (equal (ob-chat-ai-test-run) "hi"))
+          (let ((request (car (ob-chat-ai-test-received 1))))
+            (should (equal (ob-chat-ai-test-header request 'Host) "api.example.test"))
+            (should (equal (ob-chat-ai-test-header request 'Authorization)
+                           (cdr case)))))))))
+
+(ert-deftest ob-chat-ai-test-keys-key-block-goes-where-the-document-says ()
+  (let ((other (ob-chat-ai-test-other-server)))
+    (ob-chat-ai-test-with-org
+        (format "#+name: EVENT_TOKEN
+#+begin_src text :exports none
+sk-from-the-document
+#+end_src
+
+#+begin_src chat-ai :model m :base-url %s :api-key <<EVENT_TOKEN>>
+hi
+#+end_src
+" other)
+      (setenv "OPENAI_API_KEY" ob-chat-ai-test-key)
+      (goto-char (point-min))
+      (re-search-forward "^#\\+begin_src chat-ai")
+      (should (equal (org-babel-execute-src-block) "hi"))
+      (should (equal (ob-chat-ai-test-header (car (ob-chat-ai-test-other-received))
+                                             'Authorization)
+                     "Bearer sk-from-the-document")))))
+
+(ert-deftest ob-chat-ai-test-keys-previews-mask-credential-headers ()
+  (ob-chat-ai-test-with-org
+      (format "#+begin_src chat-ai :model m :dry-run yes :headers '(\"Authorization: Bearer %s\" \"x-api-key: %s\" \"X-Team-Token: %s\" \"openai-event-code: me/1\")
+hi
+#+end_src
+" ob-chat-ai-test-key ob-chat-ai-test-key ob-chat-ai-test-key)
+    (let ((headers (alist-get 'headers (json-parse-string (ob-chat-ai-test-run)
+                                                          :object-type 'alist))))
+      (should (equal (alist-get 'Authorization headers) "Bearer ***"))
+      (should (equal (alist-get 'x-api-key headers) "***"))
+      (should (equal (alist-get 'X-Team-Token headers) "***"))
+      (should (equal (alist-get 'openai-event-code headers) "me/1")))
+    (should-not (string-search ob-chat-ai-test-key
+                               (buffer-substring (org-babel-where-is-src-block-result)
+                                                 (point-max))))
+    (should-not (ob-chat-ai-test-received))))
+
+(ert-deftest ob-chat-ai-test-keys-bad-urls-and-header-names-say-what-is-wrong ()
+  (dolist (case '((":base-url file:///etc/passwd"
+                   "chat-ai: :base-url must be an http:// or https:// address, \
+not file://")
+                  (":base-url api.example.test/v1"
+                   "chat-ai: :base-url api.example.test/v1 has no scheme; write it \
+as https://api.example.test/v1 (or http:// for a server without TLS)")
+                  (":headers \"Bad Header: y\""
+                   "chat-ai: :headers must have valid names; 'Bad Header' is not \
+one (letters, digits and !#$%&'*+-.^_`|~ only, no spaces)")))
+    (ob-chat-ai-test-with-org
+        (format "#+begin_src chat-ai :model m %s\nhi\n#+end_src\n" (car case))
+      (let ((original (buffer-string)))
+        (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run) (cadr case)))
+        (should (equal (buffer-string) original))
+        (should-not (ob-chat-ai-test-received))))))
+
+(ert-deftest ob-chat-ai-test-keys-expand-and-tangle-give-the-prompt-without-the-helper ()
+  (let* ((directory (make-temp-file "tangle" t))
+         (org-file (expand-file-name "prompts.org" directory))
+         (prompt-file (expand-file-name "prompt.txt" directory)))
+    (unwind-protect
+        (ob-chat-ai-test-with-org
+            "#+begin_src chat-ai :model m :var who=\"a poet\" :tangle prompt.txt
+As $who, say hello.
+#+end_src
+"
+          (write-region (point-min) (point-max) org-file)
+          (let ((ob-chat-ai-helper-command '("/nonexistent/chat-ai" "--serve"))
+                (started ob-chat-ai--next-id)
+                (buffer (find-file-noselect org-file)))
+            (unwind-protect
+                (with-current-buffer buffer
+                  (search-forward "As")
+                  (should (equal (org-babel-expand-src-block) "As a poet, say hello."))
+                  (org-babel-tangle))
+              (kill-buffer buffer))
+            (should (equal (with-temp-buffer
+                             (insert-file-contents prompt-file)
+                             (buffer-string))
+                           "As a poet, say hello.\n"))
+            (should (= started ob-chat-ai--next-id))))
+      (delete-directory directory t))))
+
+(ert-deftest ob-chat-ai-test-keys-providers-come-from-the-helper ()
+  (let ((file (make-temp-file "providers" nil ".json")))
+    (unwind-protect
+        (ob-chat-ai-test-with-org "#+begin_src chat-ai :provider mine\nhi\n#+end_src\n"
+          (setenv "CHAT_AI_PROVIDERS_FILE" file)
+          (setenv "OPENAI_BASE_URL" "http://127.0.0.1:9/unused")
+          (with-temp-file file (insert "{}"))
+          (set-file-times file (time-subtract nil 10))
+          (should (equal (mapcar (lambda (entry) (alist-get 'name entry))
+                                 (ob-chat-ai-providers))
+                         '("openai" "azure" "local")))
+          (let ((asked ob-chat-ai--next-id))
+            (ob-chat-ai-providers)
+            (should (= asked ob-chat-ai--next-id)))
+          (with-temp-file file
+            (insert (json-serialize `((mine (base_url . ,base-url) (model . "mine-model"))))))
+          (should (equal (ob-chat-ai-test-run) "hi"))
+          (should (equal (alist-get 'model (ob-chat-ai-test-body)) "mine-model"))
+          (should (equal (alist-get 'provider org-babel-header-args:chat-ai)
+                         '((openai azure local mine)))))
+      (delete-file file))))
+
+(defconst ob-chat-ai-test-resolution-cases
+  '(("openai at $OPENAI_BASE_URL" (("OPENAI_API_KEY" . "sk-env")) nil "" ())
+    ("openai at its default address" (("OPENAI_BASE_URL") ("OPENAI_API_KEY" . "sk-env"))
+     nil "" ())
+    ("$CHAT_AI_MODEL" (("CHAT_AI_MODEL" . "env-model")) nil "" ())
+    ("local at $CHAT_AI_LOCAL_URL" (("CHAT_AI_LOCAL_URL" . "http://127.0.0.1:9/v1"))
+     nil ":provider local" ("-p" "local"))
+    ("local at $CHAT_AI_LOCAL_PORT" (("CHAT_AI_LOCAL_PORT" . "9999"))
+     nil ":provider local" ("-p" "local"))
+    ("azure deployments" (("AZURE_OPENAI_ENDPOINT" . "https://me.openai.azure.com")
+                          ("AZURE_OPENAI_API_KEY" . "az-env")
+                          ("OPENAI_API_VERSION" . "2024-10-21"))
+     nil ":provider azure :model dep" ("-p" "azure" "-m" "dep"))
+    ("azure v1" (("AZURE_OPENAI_ENDPOINT" . "https://me.openai.azure.com/openai/v1")
+                 ("AZURE_OPENAI_API_KEY" . "az-env"))
+     nil ":provider azure :model gpt-4o" ("-p" "azure" "-m" "gpt-4o"))
+    ("providers.json entry" (("MY_KEY" . "sk-mine"))
+     ((mine (base_url . "https://llm.example.test/v1") (model . "mine-model")
+            (api_key_env . "MY_KEY") (headers (X-Team . "t1"))))
+     ":provider mine" ("-p" "mine"))
+    ("providers.json openai entry" (("OPENAI_API_KEY" . "sk-env"))
+     ((openai (base_url . "https://proxy.example.test/v1")
+              (headers (openai-event-code . "me/1"))))
+     "" ())
+    ("headers instead of a key" (("OPENAI_BASE_URL")) nil
+     ":headers \"X-Code: 1\"" ("-H" "X-Code: 1")))
+  "How blocks and the CLI resolve providers: (NAME ENV PROVIDERS HEADER-ARGS CLI-ARGS).
+ENV sets (or, without a value, unsets) variables; PROVIDERS is the
+providers.json object.")
+
+(defun ob-chat-ai-test-canonical (value)
+  "Return JSON VALUE with every object's keys sorted, for comparing."
+  (cond
+   ((and (consp value) (consp (car value)) (symbolp (caar value)))
+    (sort (mapcar (lambda (entry) (cons (car entry) (ob-chat-ai-test-canonical (cdr entry))))
+                  value)
+          (lambda (a b) (string< (car a) (car b)))))
+   ((vectorp value) (vconcat (mapcar #'ob-chat-ai-test-canonical value)))
+   (t value)))
+
+(ert-deftest ob-chat-ai-test-keys-blocks-and-the-cli-resolve-alike ()
+  (let ((file (make-temp-file "providers" nil ".json")))
+    (unwind-protect
+        (dolist (case ob-chat-ai-test-resolution-cases)
+          (pcase-let ((`(,name ,env ,providers ,header-args ,cli-args) case))
+            (ob-chat-ai-test-with-org
+                (format "#+begin_src chat-ai :dry-run yes %s\nhi\n#+end_src\n" header-args)
+              (with-temp-file file (insert (if providers (json-serialize providers) "{}")))
+              (setenv "CHAT_AI_PROVIDERS_FILE" file)
+              (dolist (variable env)
+                (setenv (car variable) (cdr variable)))
+              (let ((block (json-parse-string (ob-chat-ai-test-run) :object-type 'alist))
+                    (cli (with-temp-buffer
+                           (should (zerop (apply #'call-process ob-chat-ai-test-python
+                                                 nil '(t nil) nil "-m" "chat_ai_helper"
+                                                 "--dry-run" (append cli-args '("hi")))))
+                           (json-parse-string (buffer-string) :object-type 'alist))))
+                (ert-info ((format "%s: %S" name block))
+                  (should (equal (alist-get 'url block) (alist-get 'url cli)))
+                  (should (equal (ob-chat-ai-test-canonical (alist-get 'headers block))
+                                 (ob-chat-ai-test-canonical (alist-get 'headers cli))))
+                  (should (equal (ob-chat-ai-test-canonical (alist-get 'body block))
+                                 (ob-chat-ai-test-canonical (alist-get 'body cli)))))))))
+      (delete-file file))))
 
 (provide 'test-ob-chat-ai)
 
