@@ -50,7 +50,7 @@
 
 (defcustom ob-chat-ai-helper-command nil
   "The command that runs the chat-ai helper, as a program and its arguments.
-nil means find it: the `chat-ai' on `exec-path', else the one that
+nil means find it: the `chat-ai' on the variable `exec-path', else the one that
 \\[ob-chat-ai-install-helper] installed in `ob-chat-ai-helper-directory',
 run as \"chat-ai --serve\".  To use another, give the full path to
 its chat-ai and \"--serve\", or a Python and the arguments \"-m\"
@@ -165,9 +165,9 @@ takes its place."
   (list (ob-chat-ai-find-helper) process-environment))
 
 (defun ob-chat-ai-find-helper ()
-  "Return the command that runs the helper, or nil when there is none.
+  "Return the helper's command, or nil when there is none.
 It is `ob-chat-ai-helper-command' when that is set, else the
-`chat-ai' on `exec-path', else the one that
+`chat-ai' on the variable `exec-path', else the one that
 \\[ob-chat-ai-install-helper] installed."
   (or ob-chat-ai-helper-command
       (let ((program (or (executable-find "chat-ai")
@@ -189,7 +189,7 @@ It is `ob-chat-ai-helper-command' when that is set, else the
     (and (file-executable-p program) program)))
 
 (defun ob-chat-ai--runnable-helper ()
-  "Return the command that runs the helper, or signal that there is none."
+  "Return the helper's command, or signal that there is none."
   (let* ((command (ob-chat-ai-find-helper))
          (program (car command)))
     (cond
@@ -268,6 +268,13 @@ reinstall it with M-x ob-chat-ai-install-helper"
                       (alist-get 'version event) (alist-get 'protocol event))
             "it does not say its version")
           ob-chat-ai--protocol-version))
+
+(defun ob-chat-ai-process-stop-helper ()
+  "Tell the persistent helper to finish its requests and exit.
+The next request starts a new one."
+  (when (process-live-p ob-chat-ai--helper)
+    (ob-chat-ai--send ob-chat-ai--helper 'eof))
+  (setq ob-chat-ai--helper nil))
 
 (defun ob-chat-ai-process-open-requests ()
   "Return the requests that are waiting for their final event, in all helpers."

@@ -87,6 +87,7 @@ One of the names in `ob-chat-ai-providers'."
 
 ;;;; Header args
 
+;;;###autoload
 (defvar org-babel-default-header-args:chat-ai
   '((:stream . "yes")
     (:colnames . "no")
@@ -177,6 +178,7 @@ the reply replaces it when it has come."
             (ob-chat-ai--start-job envelope body params)
           (ob-chat-ai--run-sync envelope params))))))
 
+;;;###autoload
 (defun org-babel-expand-body:chat-ai (body params)
   "Return the request that BODY and PARAMS would send, as JSON, its key masked.
 Nothing is sent.  This is what \\[org-babel-expand-src-block] shows."
