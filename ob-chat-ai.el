@@ -26,10 +26,10 @@
 ;; request is built here as one JSON object and handed on standard input
 ;; to the Python helper (see ob-chat-ai-process.el), which talks HTTP.
 ;;
-;; To enable it:
-;;
-;;   (org-babel-do-load-languages 'org-babel-load-languages
-;;                                '((chat-ai . t)))
+;; Installing the package is enough: Babel's functions for chat-ai
+;; are autoloaded, so no `org-babel-load-languages' entry is needed.
+;; `ob-chat-ai-install-helper' sets up the helper and
+;; `ob-chat-ai-doctor' says what is wrong (ob-chat-ai-setup.el).
 
 ;;; Code:
 
