@@ -594,7 +594,9 @@ finish_reason %s]"
         (concat (symbol-name header-arg) (substring message (length param)))
       message)))
 
-(add-to-list 'org-src-lang-modes '("chat-ai" . text))
+;;;###autoload
+(with-eval-after-load 'org-src
+  (add-to-list 'org-src-lang-modes '("chat-ai" . text)))
 
 (provide 'ob-chat-ai)
 

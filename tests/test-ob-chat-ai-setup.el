@@ -200,6 +200,9 @@ Return what it printed, standard error included."
                     (princ (format "LOADED: %s %s\n" (featurep 'ob-chat-ai)
                                    (assq 'chat-ai org-babel-load-languages)))
                     (princ (format "EXPAND: %s\n" (fboundp 'org-babel-expand-body:chat-ai)))
+                    (require 'org-src)
+                    (princ (format "EDIT-MODE: %s\n"
+                                   (cdr (assoc "chat-ai" org-src-lang-modes))))
                     (princ (format "COMMANDS: %s %s\n"
                                    (commandp 'ob-chat-ai-install-helper)
                                    (commandp 'ob-chat-ai-doctor)))
@@ -207,10 +210,20 @@ Return what it printed, standard error included."
                  t)))
     (should (string-search "LOADED: nil nil\n" output))
     (should (string-search "EXPAND: t\n" output))
+    (should (string-search "EDIT-MODE: text\n" output))
     (should (string-search "COMMANDS: t t\n" output))
     (should (string-search "RESULT: hello there\n" output))
     ;; The default header args applied to the first block too (:stream yes).
     (should (eq (alist-get 'stream (ob-chat-ai-test-body)) t))))
+
+(ert-deftest ob-chat-ai-setup-test-without-a-usable-python-one-line-says-what-to-install ()
+  (let* ((ob-chat-ai-python (executable-find "false"))
+         (caught (should-error (ob-chat-ai-install-helper) :type 'user-error)))
+    (should (equal (error-message-string caught)
+                   (format "chat-ai: The helper needs Python 3.10 or newer with venv \
+(e.g. apt install python3-venv, or python.org); %s is older or lacks venv; \
+set `ob-chat-ai-python'" ob-chat-ai-python)))
+    (should-not (get-buffer ob-chat-ai--install-buffer))))
 
 ;;;; Tests: the doctor
 
