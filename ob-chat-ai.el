@@ -594,9 +594,7 @@ finish_reason %s]"
         (concat (symbol-name header-arg) (substring message (length param)))
       message)))
 
-;;;###autoload
-(with-eval-after-load 'org-src
-  (add-to-list 'org-src-lang-modes '("chat-ai" . text)))
+(add-to-list 'org-src-lang-modes '("chat-ai" . text))
 
 (provide 'ob-chat-ai)
 

@@ -200,9 +200,6 @@ Return what it printed, standard error included."
                     (princ (format "LOADED: %s %s\n" (featurep 'ob-chat-ai)
                                    (assq 'chat-ai org-babel-load-languages)))
                     (princ (format "EXPAND: %s\n" (fboundp 'org-babel-expand-body:chat-ai)))
-                    (require 'org-src)
-                    (princ (format "EDIT-MODE: %s\n"
-                                   (cdr (assoc "chat-ai" org-src-lang-modes))))
                     (princ (format "COMMANDS: %s %s\n"
                                    (commandp 'ob-chat-ai-install-helper)
                                    (commandp 'ob-chat-ai-doctor)))
@@ -210,7 +207,6 @@ Return what it printed, standard error included."
                  t)))
     (should (string-search "LOADED: nil nil\n" output))
     (should (string-search "EXPAND: t\n" output))
-    (should (string-search "EDIT-MODE: text\n" output))
     (should (string-search "COMMANDS: t t\n" output))
     (should (string-search "RESULT: hello there\n" output))
     ;; The default header args applied to the first block too (:stream yes).
