@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -200,6 +199,13 @@ def _fix(error: ChatAIError, fact: dict[str, Any]) -> str:
     return "see the message above"
 
 
+def _helper_path() -> str:
+    program = sys.argv[0]
+    if os.path.basename(program).startswith("chat-ai"):
+        return os.path.abspath(program)
+    return f"{sys.executable} -m chat_ai_helper"
+
+
 def report(
     environ: Mapping[str, str],
     chosen: str,
@@ -213,7 +219,7 @@ def report(
         "helper": {
             "version": __version__,
             "protocol": PROTOCOL_VERSION,
-            "path": shutil.which("chat-ai", path=environ.get("PATH")) or sys.argv[0],
+            "path": _helper_path(),
             "python": sys.version.split()[0],
             "executable": sys.executable,
         },

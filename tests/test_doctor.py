@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ def test_doctor_checks_the_chosen_provider_and_masks_its_key(
     result = run_cli("doctor", "--provider", "loop", env=env)
     text = result.stdout.decode("utf-8")
     assert result.returncode == 0, text + result.stderr.decode()
-    assert "chat-ai 0.1.0 (protocol 1)" in text
+    assert f"chat-ai 0.1.0 (protocol 1) at {sys.executable} -m chat_ai_helper\n" in text
     assert "python:  3." in text
     assert f"loop: {server.base_url}, key: $LOOP_KEY sk-…ET" in text
     assert "HTTPS_PROXY=http://me:***@proxy.example:3128" in text
