@@ -65,14 +65,18 @@ a prefix argument), install the local model's dependencies as well.
 Interactively, ask first and install in the background; in batch,
 ask nothing and return when done, signalling an error on failure."
   (interactive "P")
-  (let* ((python (ob-chat-ai--usable-python))
-         (venv (ob-chat-ai-helper-directory))
-         (source (ob-chat-ai--helper-source)))
+  (let ((python (ob-chat-ai--usable-python))
+        (venv (ob-chat-ai-helper-directory)))
+    (ob-chat-ai--check-helper-files)
+    (when (get-buffer-process ob-chat-ai--install-buffer)
+      (ob-chat-ai--user-error "The helper is being installed already; see %s"
+                              ob-chat-ai--install-buffer))
     (when (or noninteractive
               (y-or-n-p (format "Install the chat-ai helper%s in %s? "
                                 (if local " and the local model" "")
                                 (abbreviate-file-name venv))))
       (let ((buffer (get-buffer-create ob-chat-ai--install-buffer))
+            (source (ob-chat-ai--helper-source))
             (done nil))
         (with-current-buffer buffer
           (let ((inhibit-read-only t))
@@ -115,10 +119,8 @@ import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))"))))
                     "none found on `exec-path'")))
     python))
 
-(defun ob-chat-ai--helper-source ()
-  "Return a fresh temporary directory holding the files pip builds the helper from.
-Building from a copy leaves the package's directory as it was, even
-when it is read-only."
+(defun ob-chat-ai--check-helper-files ()
+  "Signal a `user-error' unless the package's directory has the helper's files."
   (let ((missing (seq-remove (lambda (name)
                                (file-exists-p (expand-file-name
                                                name ob-chat-ai--package-directory)))
@@ -126,7 +128,12 @@ when it is read-only."
     (when missing
       (ob-chat-ai--user-error "The package in %s lacks %s, so the helper cannot \
 be built from it; install the package with its Python part (see the README)"
-                  ob-chat-ai--package-directory (string-join missing ", "))))
+                  ob-chat-ai--package-directory (string-join missing ", ")))))
+
+(defun ob-chat-ai--helper-source ()
+  "Return a fresh temporary directory holding the files pip builds the helper from.
+Building from a copy leaves the package's directory as it was, even
+when it is read-only."
   (let ((copy (make-temp-file "chat-ai-helper-" t)))
     (dolist (name ob-chat-ai--python-files)
       (let ((from (expand-file-name name ob-chat-ai--package-directory))
