@@ -174,7 +174,7 @@ It is `ob-chat-ai-helper-command' when that is set, else the
                          (ob-chat-ai--installed-helper))))
         (and program (list program "--serve")))))
 
-(defun ob-chat-ai-helper-directory ()
+(defun ob-chat-ai--helper-venv ()
   "Return the virtualenv directory where the installer puts the helper."
   (file-name-as-directory
    (expand-file-name (or ob-chat-ai-helper-directory
@@ -185,7 +185,7 @@ It is `ob-chat-ai-helper-command' when that is set, else the
   (let ((program (expand-file-name (if (eq system-type 'windows-nt)
                                        "Scripts/chat-ai.exe"
                                      "bin/chat-ai")
-                                   (ob-chat-ai-helper-directory))))
+                                   (ob-chat-ai--helper-venv))))
     (and (file-executable-p program) program)))
 
 (defun ob-chat-ai--runnable-helper ()
@@ -197,7 +197,7 @@ It is `ob-chat-ai-helper-command' when that is set, else the
       (signal 'ob-chat-ai-helper-error
               (list (format "no chat-ai helper on `exec-path' or in %s; \
 install it with M-x ob-chat-ai-install-helper"
-                            (abbreviate-file-name (ob-chat-ai-helper-directory))))))
+                            (abbreviate-file-name (ob-chat-ai--helper-venv))))))
      ((not (and program (executable-find program)))
       (signal 'ob-chat-ai-helper-error
               (list (format "cannot run %s; install the helper with \

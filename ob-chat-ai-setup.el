@@ -66,7 +66,7 @@ Interactively, ask first and install in the background; in batch,
 ask nothing and return when done, signalling an error on failure."
   (interactive "P")
   (let ((python (ob-chat-ai--usable-python))
-        (venv (ob-chat-ai-helper-directory)))
+        (venv (ob-chat-ai--helper-venv)))
     (ob-chat-ai--check-helper-files)
     (when (get-buffer-process ob-chat-ai--install-buffer)
       (ob-chat-ai--user-error "The helper is being installed already; see %s"
@@ -198,7 +198,7 @@ first that fails."
                  (installed (ob-chat-ai--installed-helper)))
              (concat
               (format "chat-ai: the helper is installed in %s"
-                      (abbreviate-file-name (ob-chat-ai-helper-directory)))
+                      (abbreviate-file-name (ob-chat-ai--helper-venv)))
               (if (equal first installed)
                   "; chat-ai blocks use it now"
                 (format "; but %s comes first (set `ob-chat-ai-helper-command' \
@@ -327,7 +327,7 @@ The result is an alist of provider names (symbols) and (KEY . SOURCE)."
      ((null command)
       (ob-chat-ai--doctor-problem
        (format "no chat-ai helper on the variable `exec-path' or in %s"
-               (abbreviate-file-name (ob-chat-ai-helper-directory)))
+               (abbreviate-file-name (ob-chat-ai--helper-venv)))
        "M-x ob-chat-ai-install-helper"))
      ((not (executable-find (car command)))
       (ob-chat-ai--doctor-problem (format "cannot run %s" (car command))
