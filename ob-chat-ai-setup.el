@@ -222,6 +222,8 @@ helper with its version and Python, each provider as it resolves
 settings and a live check of `ob-chat-ai-provider'.  Return the
 buffer."
   (interactive)
+  (unless noninteractive
+    (message "chat-ai: asking the helper, and checking %s..." ob-chat-ai-provider))
   (let ((report (ob-chat-ai--doctor-report))
         (buffer (get-buffer-create ob-chat-ai--doctor-buffer)))
     (with-current-buffer buffer

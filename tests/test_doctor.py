@@ -97,3 +97,15 @@ def test_doctor_with_a_prompt_after_it_says_how_to_ask_it() -> None:
     assert result.returncode == 2
     assert b"chat-ai -- doctor" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+def test_a_broken_providers_file_is_a_problem_with_its_fix(tmp_path: Path) -> None:
+    path = tmp_path / "providers.json"
+    path.write_text("{not json", encoding="utf-8")
+    result = run_cli("doctor", env={"CHAT_AI_PROVIDERS_FILE": str(path)})
+    text = result.stdout.decode("utf-8")
+    assert result.returncode == 1
+    assert f"problem: cannot read the providers file {path}" in text
+    assert f"fix: correct or remove {path}" in text
+    assert "check:   openai: FAILED: cannot read the providers file" in text
+    assert b"Traceback" not in result.stderr
