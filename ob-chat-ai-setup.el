@@ -174,18 +174,24 @@ first that fails."
                        (funcall on-end nil))))))))
 
 (defun ob-chat-ai--install-output (buffer text)
-  "Add TEXT to the end of BUFFER; in batch, print it too."
+  "Add TEXT to the end of BUFFER; in batch, print it too.
+Point, and each window that shows the end of BUFFER, follow the text."
   (when noninteractive
     (princ text #'external-debugging-output))
   (when (buffer-live-p buffer)
     (with-current-buffer buffer
-      (let ((inhibit-read-only t)
-            (moving (= (point) (point-max))))
+      (let* ((inhibit-read-only t)
+             (end (point-max))
+             (following (seq-filter (lambda (window) (= (window-point window) end))
+                                    (get-buffer-window-list buffer nil t)))
+             (moving (= (point) end)))
         (save-excursion
-          (goto-char (point-max))
+          (goto-char end)
           (insert text))
         (when moving
-          (goto-char (point-max)))))))
+          (goto-char (point-max)))
+        (dolist (window following)
+          (set-window-point window (point-max)))))))
 
 (defun ob-chat-ai--report-install (ok buffer)
   "Say in BUFFER and the echo area whether the install went OK, and what next."
