@@ -5,7 +5,8 @@ EMACS ?= emacs
 VENV ?= .venv
 VPY := $(VENV)/bin/python
 # The package's main file first: package-lint takes the first as the package.
-EL := ob-chat-ai.el ob-chat-ai-process.el ob-chat-ai-messages.el ob-chat-ai-convert.el ob-chat-ai-reply.el ob-chat-ai-async.el
+EL := ob-chat-ai.el ob-chat-ai-process.el ob-chat-ai-messages.el ob-chat-ai-convert.el \
+  ob-chat-ai-reply.el ob-chat-ai-async.el ob-chat-ai-setup.el
 PACKAGE_LINT = $$(compgen -G "/usr/share/emacs/site-lisp/elpa/package-lint-[0-9]*" | head -n 1)
 
 .PHONY: test demo bench venv system-deps lint-python pytest lint-elisp compile checkdoc package-lint ert ert-local clean
@@ -38,6 +39,10 @@ $(VENV)/.installed: pyproject.toml
 	@echo "the first time, building llama-cpp-python takes about ten minutes."
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(VPY) -m pip install --quiet \
 	  --disable-pip-version-check -e '.[test,local]'
+	@echo "Keeping the wheels M-x ob-chat-ai-install-helper needs in $(VENV)/wheelhouse,"
+	@echo "so that its tests install without the network."
+	$(VPY) -m pip wheel --quiet --disable-pip-version-check \
+	  --wheel-dir $(VENV)/wheelhouse requests sseclient-py 'setuptools>=64'
 	touch $@
 
 system-deps:
@@ -69,7 +74,7 @@ package-lint: system-deps
 ert: venv system-deps
 	CHAT_AI_TEST_PYTHON=$(abspath $(VPY)) $(EMACS) -Q --batch -L . \
 	  -l tests/test-ob-chat-ai-convert.el -l tests/test-ob-chat-ai.el \
-	  -f ert-run-tests-batch-and-exit
+	  -l tests/test-ob-chat-ai-setup.el -f ert-run-tests-batch-and-exit
 
 ert-local: venv system-deps
 	CHAT_AI_TEST_PYTHON=$(abspath $(VPY)) $(VENV)/bin/chat-ai-local --port 0 run -- \

@@ -16,6 +16,13 @@
 ;; then one final event: `done' or `error', `preview' for a dry run, or
 ;; `providers' for a request of type "providers".
 ;;
+;; The helper is `ob-chat-ai-helper-command' when that is set, else
+;; the `chat-ai' on `exec-path', else the one that
+;; `ob-chat-ai-install-helper' installed.  A new helper is first asked
+;; who it is (a `hello' line); requests wait until it has answered, and a
+;; helper too old for this package is refused with a line that says how
+;; to reinstall it.
+;;
 ;; Everything about the process lives here, behind three functions:
 ;; `ob-chat-ai-process-send' starts a request and returns its handle,
 ;; `ob-chat-ai-process-wait' waits for it, and `ob-chat-ai-process-cancel'
@@ -43,13 +50,19 @@
   :group 'org-babel
   :prefix "ob-chat-ai-")
 
-(defcustom ob-chat-ai-helper-command '("chat-ai" "--serve")
+(defcustom ob-chat-ai-helper-command nil
   "The command that runs the chat-ai helper, as a program and its arguments.
-The helper is the `chat-ai' command installed by this package's
-Python part (pip install it from the package directory).  To use a
-virtual environment, give the full path to its chat-ai, or a Python
-and the arguments \"-m\" \"chat_ai_helper\" \"--serve\"."
-  :type '(repeat string))
+nil means find it: the `chat-ai' on the variable `exec-path', else the one that
+\\[ob-chat-ai-install-helper] installed in `ob-chat-ai-helper-directory',
+run as \"chat-ai --serve\".  To use another, give the full path to
+its chat-ai and \"--serve\", or a Python and the arguments \"-m\"
+\"chat_ai_helper\" \"--serve\"."
+  :type '(choice (const :tag "Find it" nil) (repeat string)))
+
+(defcustom ob-chat-ai-helper-directory nil
+  "The virtualenv where \\[ob-chat-ai-install-helper] installs the helper.
+nil means the directory ob-chat-ai/venv in `user-emacs-directory'."
+  :type '(choice (const :tag "In user-emacs-directory" nil) directory))
 
 (defcustom ob-chat-ai-persistent-helper t
   "Whether one long-lived helper serves every request.
@@ -89,6 +102,9 @@ Emacs exits."
   (on-finish nil :documentation "The function to call with the done or error event.")
   (final nil :documentation "The done or error event, once it has come."))
 
+(defconst ob-chat-ai--protocol-version 1
+  "The oldest version of the helper's protocol that this package can speak.")
+
 (defvar ob-chat-ai--next-id 0
   "The number of the last request id handed out.")
 
@@ -127,11 +143,10 @@ to a helper of its own when `ob-chat-ai-persistent-helper' is nil."
     (process-put process 'ob-chat-ai-requests
                  (cons (cons id request)
                        (process-get process 'ob-chat-ai-requests)))
-    (process-send-string
-     process
-     (concat (json-serialize (cons (cons 'id id) envelope)) "\n"))
+    (ob-chat-ai--send process
+                      (concat (json-serialize (cons (cons 'id id) envelope)) "\n"))
     (unless ob-chat-ai-persistent-helper
-      (process-send-eof process))
+      (ob-chat-ai--send process 'eof))
     request))
 
 (defun ob-chat-ai--persistent-helper ()
@@ -147,29 +162,65 @@ takes its place."
                  (equal (process-get helper 'ob-chat-ai-setup)
                         (ob-chat-ai--helper-setup)))
       (when (process-live-p helper)
-        (process-send-eof helper))
+        (ob-chat-ai--send helper 'eof))
       (setq helper (ob-chat-ai--start-helper)
             ob-chat-ai--helper helper))
     helper))
 
 (defun ob-chat-ai--helper-setup ()
   "Return what a helper started now would be started with."
-  (list ob-chat-ai-helper-command process-environment))
+  (list (ob-chat-ai-find-helper) process-environment))
+
+(defun ob-chat-ai-find-helper ()
+  "Return the helper's command, or nil when there is none.
+It is `ob-chat-ai-helper-command' when that is set, else the
+`chat-ai' on the variable `exec-path', else the one that
+\\[ob-chat-ai-install-helper] installed."
+  (or ob-chat-ai-helper-command
+      (let ((program (or (executable-find "chat-ai")
+                         (ob-chat-ai--installed-helper))))
+        (and program (list program "--serve")))))
+
+(defun ob-chat-ai--helper-venv ()
+  "Return the virtualenv directory where the installer puts the helper."
+  (file-name-as-directory
+   (expand-file-name (or ob-chat-ai-helper-directory
+                         (locate-user-emacs-file "ob-chat-ai/venv")))))
+
+(defun ob-chat-ai--installed-helper ()
+  "Return the helper program that the installer made, or nil when there is none."
+  (let ((program (expand-file-name (if (eq system-type 'windows-nt)
+                                       "Scripts/chat-ai.exe"
+                                     "bin/chat-ai")
+                                   (ob-chat-ai--helper-venv))))
+    (and (file-executable-p program) program)))
+
+(defun ob-chat-ai--runnable-helper ()
+  "Return the helper's command, or signal that there is none."
+  (let* ((command (ob-chat-ai-find-helper))
+         (program (car command)))
+    (cond
+     ((null command)
+      (signal 'ob-chat-ai-helper-error
+              (list (format "no chat-ai helper on `exec-path' or in %s; \
+install it with M-x ob-chat-ai-install-helper"
+                            (abbreviate-file-name (ob-chat-ai--helper-venv))))))
+     ((not (and program (executable-find program)))
+      (signal 'ob-chat-ai-helper-error
+              (list (format "cannot run %s; install the helper with \
+M-x ob-chat-ai-install-helper or fix `ob-chat-ai-helper-command'"
+                            program))))
+     (t command))))
 
 (defun ob-chat-ai--start-helper ()
-  "Start a helper process and return it."
-  (let ((program (car ob-chat-ai-helper-command)))
-    (unless (and program (executable-find program))
-      (signal 'ob-chat-ai-helper-error
-              (list (format "cannot run %s; install the helper with pip \
-or set `ob-chat-ai-helper-command'"
-                            program)))))
-  (let* ((stderr (generate-new-buffer " *chat-ai helper stderr*"))
+  "Start a helper process, ask who it is, and return it."
+  (let* ((command (ob-chat-ai--runnable-helper))
+         (stderr (generate-new-buffer " *chat-ai helper stderr*"))
          ;; Adaptive buffering would hold back the helper's short lines.
          (process-adaptive-read-buffering nil)
          (process (make-process
                    :name "chat-ai"
-                   :command ob-chat-ai-helper-command
+                   :command command
                    :connection-type 'pipe
                    :coding 'utf-8-unix
                    :noquery t
@@ -181,8 +232,56 @@ or set `ob-chat-ai-helper-command'"
       (set-process-query-on-exit-flag pipe nil)
       (set-process-sentinel pipe #'ignore))
     (process-put process 'ob-chat-ai-stderr stderr)
-    (process-put process 'ob-chat-ai-setup (ob-chat-ai--helper-setup))
+    (process-put process 'ob-chat-ai-setup (list command process-environment))
+    (process-send-string process "{\"type\":\"hello\",\"id\":\"hello\"}\n")
     process))
+
+(defun ob-chat-ai--send (process what)
+  "Send WHAT to helper PROCESS: a line of text, or `eof' to close its input.
+Until the helper has answered its hello, WHAT waits its turn."
+  (cond
+   ((not (process-get process 'ob-chat-ai-hello))
+    (process-put process 'ob-chat-ai-pending
+                 (cons what (process-get process 'ob-chat-ai-pending))))
+   ((eq what 'eof) (process-send-eof process))
+   (t (process-send-string process what))))
+
+(defun ob-chat-ai--handshake (process event)
+  "Take EVENT, the first from helper PROCESS: its hello, or a sign of its age.
+A helper whose protocol is at least `ob-chat-ai--protocol-version'
+is sent what waited for it.  Any other is stopped, and its requests
+end with a line that says to reinstall it."
+  (let ((protocol (and (equal (alist-get 'type event) "hello")
+                       (alist-get 'protocol event))))
+    (if (and (integerp protocol) (>= protocol ob-chat-ai--protocol-version))
+        (let ((pending (reverse (process-get process 'ob-chat-ai-pending))))
+          (process-put process 'ob-chat-ai-hello event)
+          (process-put process 'ob-chat-ai-pending nil)
+          (dolist (what pending)
+            (ob-chat-ai--send process what)))
+      (let ((line (ob-chat-ai--too-old-message process event)))
+        (dolist (entry (process-get process 'ob-chat-ai-requests))
+          (ob-chat-ai--finish (cdr entry) `((type . "error") (kind . "helper")
+                                            (message . ,line))))
+        (delete-process process)))))
+
+(defun ob-chat-ai--too-old-message (process event)
+  "Return the line that refuses helper PROCESS, whose first event was EVENT."
+  (format "the helper %s is too old (%s; this ob-chat-ai needs protocol %d): \
+reinstall it with M-x ob-chat-ai-install-helper"
+          (car (process-command process))
+          (if (equal (alist-get 'type event) "hello")
+              (format "version %s, protocol %s"
+                      (alist-get 'version event) (alist-get 'protocol event))
+            "it does not say its version")
+          ob-chat-ai--protocol-version))
+
+(defun ob-chat-ai-process-stop-helper ()
+  "Tell the persistent helper to finish its requests and exit.
+The next request starts a new one."
+  (when (process-live-p ob-chat-ai--helper)
+    (ob-chat-ai--send ob-chat-ai--helper 'eof))
+  (setq ob-chat-ai--helper nil))
 
 (defun ob-chat-ai-process-open-requests ()
   "Return the requests that are waiting for their final event, in all helpers."
@@ -215,7 +314,9 @@ or set `ob-chat-ai-helper-command'"
                    (goto-char (point-max))
                    (insert output)
                    (ob-chat-ai--read-events)))
-    (ob-chat-ai--dispatch process event)))
+    (if (process-get process 'ob-chat-ai-hello)
+        (ob-chat-ai--dispatch process event)
+      (ob-chat-ai--handshake process event))))
 
 (defun ob-chat-ai--read-events ()
   "Return the events on the complete lines of the current buffer, and delete them.
@@ -339,7 +440,7 @@ request's own is stopped."
   (let ((process (ob-chat-ai-request-process request)))
     (unless (ob-chat-ai-request-finished-p request)
       (when (and (process-live-p process) (eq process ob-chat-ai--helper))
-        (process-send-string
+        (ob-chat-ai--send
          process
          (concat (json-serialize `((type . "cancel")
                                    (id . ,(ob-chat-ai-request-id request))))

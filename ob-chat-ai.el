@@ -26,10 +26,10 @@
 ;; request is built here as one JSON object and handed on standard input
 ;; to the Python helper (see ob-chat-ai-process.el), which talks HTTP.
 ;;
-;; To enable it:
-;;
-;;   (org-babel-do-load-languages 'org-babel-load-languages
-;;                                '((chat-ai . t)))
+;; Installing the package is enough: Babel's functions for chat-ai
+;; are autoloaded, so no `org-babel-load-languages' entry is needed.
+;; `ob-chat-ai-install-helper' sets up the helper and
+;; `ob-chat-ai-doctor' says what is wrong (ob-chat-ai-setup.el).
 
 ;;; Code:
 
@@ -65,6 +65,7 @@ gpt-4o-mini."
 
 ;;;; Header args
 
+;;;###autoload
 (defvar org-babel-default-header-args:chat-ai
   '((:stream . "yes")
     (:colnames . "no")
@@ -145,6 +146,7 @@ the reply replaces it when it has come."
             (ob-chat-ai--start-job envelope body params)
           (ob-chat-ai--run-sync envelope params))))))
 
+;;;###autoload
 (defun org-babel-expand-body:chat-ai (body params)
   "Return the prompt that BODY and PARAMS send: BODY, its $variables filled in.
 This is what \\[org-babel-expand-src-block] shows, what tangling

@@ -210,13 +210,22 @@ def _print_reply(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``chat-ai`` command with ARGV and return its exit status."""
-    args = build_parser().parse_args(argv)
+    """Run the ``chat-ai`` command with ARGV and return its exit status.
+
+    ``chat-ai doctor …`` runs the doctor (`chat_ai_helper.doctor`); the
+    prompt "doctor" is asked with ``chat-ai -- doctor``.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    args = None if argv[:1] == ["doctor"] else build_parser().parse_args(argv)
     with (
         open(sys.stdout.fileno(), "w", encoding="utf-8", closefd=False) as out,
         open(sys.stderr.fileno(), "w", encoding="utf-8", closefd=False) as err,
     ):
         try:
+            if args is None:
+                from chat_ai_helper import doctor
+
+                return doctor.main(argv[1:], out, sys.stdin.buffer)
             return _run(args, out, err)
         except ConfigError as error:
             err.write(f"chat-ai: {error}\n")

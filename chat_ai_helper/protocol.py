@@ -1,26 +1,45 @@
 """The helper side of the Emacs protocol: requests in, events out, as JSON lines.
 
 Each line read is one request object (see ``docs/protocol.org``), or a
-cancel or providers message; each line written is one event carrying a
-request's ``id``: ``retry`` and ``delta`` events, then exactly one
-``done`` or ``error`` event (a ``preview`` for a dry run, a ``providers``
-event for a providers message).  Requests run concurrently, one thread
-each.
+cancel, providers or hello message; each line written is one event
+carrying a request's ``id``: ``retry`` and ``delta`` events, then exactly
+one ``done`` or ``error`` event (a ``preview`` for a dry run, a
+``providers`` event for a providers message).  Requests run concurrently,
+one thread each.  A hello is answered at once with the helper's version
+and protocol version, so that Emacs can refuse a helper older than it
+needs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable
 from typing import IO, Any
 
+from chat_ai_helper import __version__
 from chat_ai_helper.client import Cancel, Client, Delta, Done, Retry, retry_line
 from chat_ai_helper.errors import Cancelled, ChatAIError, ConfigError
 from chat_ai_helper.providers import listing, providers_file
 from chat_ai_helper.request import parse_request
+
+PROTOCOL_VERSION = 1
+"""The version of this protocol; it grows when Emacs must know of a change."""
+
+
+def hello_event(request_id: Any) -> dict[str, Any]:
+    """Return the answer to a hello REQUEST_ID: who this helper is."""
+    return {
+        "id": request_id,
+        "type": "hello",
+        "version": __version__,
+        "protocol": PROTOCOL_VERSION,
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+    }
 
 
 def encode_event(event: dict[str, Any]) -> bytes:
@@ -167,7 +186,8 @@ def providers_event(message: dict[str, Any]) -> dict[str, Any]:
 def serve(lines: Iterable[bytes], output: IO[bytes]) -> None:
     """Answer the request lines in LINES, each in its own thread, until they end.
 
-    A line ``{"type": "cancel", "id": ID}`` cancels the request ID.  At
+    A line ``{"type": "cancel", "id": ID}`` cancels the request ID; a line
+    ``{"type": "hello", "id": ID}`` is answered with `hello_event`.  At
     the end of LINES, wait for the requests still running.
     """
     client = Client()
@@ -185,6 +205,9 @@ def serve(lines: Iterable[bytes], output: IO[bytes]) -> None:
                 continue
             if isinstance(message, dict) and message.get("type") == "providers":
                 writer.event(providers_event(message))
+                continue
+            if isinstance(message, dict) and message.get("type") == "hello":
+                writer.event(hello_event(message.get("id")))
                 continue
             if isinstance(message, dict) and message.get("type") == "cancel":
                 entry = running.get(message.get("id"))

@@ -146,6 +146,12 @@ def providers_file(environ: Mapping[str, str]) -> Path:
     return Path(config) / "chat-ai" / "providers.json"
 
 
+def defined_in(name: str, environ: Mapping[str, str]) -> str:
+    """Return where provider NAME is defined: the user's file, or built in."""
+    path, entries = _user_entries(environ)
+    return str(path) if name in entries else "built in"
+
+
 def _user_entries(environ: Mapping[str, str]) -> tuple[Path, dict[str, Any]]:
     path = providers_file(environ)
     try:

@@ -15,8 +15,18 @@ ROOT = Path(__file__).parent.parent
 DOC = (ROOT / "docs" / "protocol.org").read_text(encoding="utf-8")
 EVENTS_SECTION = DOC[DOC.index("* Events") : DOC.index("* Many requests")]
 ELISP = (ROOT / "ob-chat-ai-process.el").read_text(encoding="utf-8")
-DISPATCH = ELISP[ELISP.index("(defun ob-chat-ai--dispatch") :]
-DISPATCH = DISPATCH[: DISPATCH.index("\n(defun ")]
+
+
+def elisp_function(name: str) -> str:
+    """Return the text of the Elisp function NAME in ob-chat-ai-process.el."""
+    text = ELISP[ELISP.index(f"(defun {name} ") :]
+    return text[: text.index("\n(defun ")]
+
+
+# Events reach requests through the dispatch; the hello, through the handshake.
+DISPATCH = elisp_function("ob-chat-ai--dispatch") + elisp_function(
+    "ob-chat-ai--handshake"
+)
 
 
 def emitted_types() -> set[str]:
@@ -65,6 +75,7 @@ def test_every_field_of_every_event_is_documented(server: LoopbackServer) -> Non
         ask("invalid", "m", timeout=-1),
         ask("preview", "m", dry_run=True),
         {"type": "providers", "id": "providers"},
+        {"type": "hello", "id": "hello"},
     ]
     result = subprocess.run(
         [sys.executable, "-m", "chat_ai_helper", "--serve"],
