@@ -9,7 +9,7 @@ import sys
 from typing import IO, Any
 
 from chat_ai_helper import __version__
-from chat_ai_helper.errors import ChatAIError, ConfigError
+from chat_ai_helper.errors import ChatAIError, ConfigError, InternalError
 
 DEFAULT_MODEL = "gpt-4o-mini"
 EXIT_ERROR = 1
@@ -206,6 +206,11 @@ def _print_reply(envelope: dict[str, Any], out: IO[str], err: IO[str]) -> None:
                 for index, reason in enumerate(event.finish_reasons):
                     if reason in ("length", "content_filter"):
                         err.write(f"chat-ai: choice {index + 1} stopped: {reason}\n")
+                    elif reason in ("tool_calls", "function_call"):
+                        err.write(
+                            f"chat-ai: choice {index + 1}: the model asked to call "
+                            "a tool; chat-ai does not run tools\n"
+                        )
     except ChatAIError:
         if not ended_with_newline:
             out.write("\n")
@@ -219,8 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``chat-ai`` command with ARGV and return its exit status."""
     args = build_parser().parse_args(argv)
     with (
-        open(sys.stdout.fileno(), "w", encoding="utf-8", closefd=False) as out,
-        open(sys.stderr.fileno(), "w", encoding="utf-8", closefd=False) as err,
+        open(
+            sys.stdout.fileno(), "w", encoding="utf-8", errors="replace", closefd=False
+        ) as out,
+        open(
+            sys.stderr.fileno(), "w", encoding="utf-8", errors="replace", closefd=False
+        ) as err,
     ):
         try:
             return _run(args, out, err)
@@ -236,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
             # Nothing more can reach a closed pipe; don't let closing it fail too.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
+        except Exception as error:
+            err.write(f"chat-ai: {InternalError.wrapping(error)}\n")
+            return EXIT_ERROR
 
 
 def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
