@@ -188,9 +188,10 @@ def _print_reply(envelope: dict[str, Any], out: IO[str], err: IO[str]) -> None:
         for event in client.complete(request):
             if isinstance(event, Delta):
                 if event.choice == 0:
-                    out.write(event.text)
-                    out.flush()
-                    ended_with_newline = event.text.endswith("\n")
+                    if event.text:
+                        out.write(event.text)
+                        out.flush()
+                        ended_with_newline = event.text.endswith("\n")
                 else:
                     others[event.choice] = others.get(event.choice, "") + event.text
             elif isinstance(event, Retry):

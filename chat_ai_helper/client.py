@@ -32,6 +32,7 @@ from chat_ai_helper.request import CONNECT_TIMEOUT, ChatRequest
 
 USER_AGENT = f"ob-chat-ai/{__version__}"
 SSE_STARTS = (b"data:", b":", b"event:", b"id:", b"retry:")
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -333,7 +334,7 @@ def _arriving(response: Response) -> Iterator[bytes]:
 
 
 READ_SIZE = 64 * 1024
-_CUT_SHORT = "the connection closed mid-reply; the reply is incomplete"
+_CUT_SHORT = "the connection closed mid-stream; the reply is incomplete"
 
 
 def _sniff(chunks: Iterator[bytes]) -> tuple[bytes, bool]:
@@ -345,6 +346,10 @@ def _sniff(chunks: Iterator[bytes]) -> tuple[bytes, bool]:
     for chunk in chunks:
         head += chunk
         start = head.lstrip()
+        if start.startswith(UTF8_BOM):
+            start = start[len(UTF8_BOM) :].lstrip()
+        elif UTF8_BOM.startswith(start):
+            continue
         if start.startswith(SSE_STARTS):
             return head, True
         if start and not any(prefix.startswith(start) for prefix in SSE_STARTS):
@@ -511,6 +516,10 @@ def _not_json(name: str) -> Any:
 
 
 def _json_body(response: requests.Response, content: bytes, secret: str | None) -> Any:
+    if not content.strip():
+        raise APIError(
+            "the server answered with an empty body", status=response.status_code
+        )
     try:
         return _loads(content)
     except (ValueError, RecursionError):

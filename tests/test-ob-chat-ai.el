@@ -296,9 +296,9 @@ hi
 
 (ert-deftest ob-chat-ai-test-bad-values-are-refused-before-sending ()
   (dolist (case '((":temperature hot"
-                   "chat-ai: :temperature must be a number from 0 to 2, not 'hot'")
+                   "chat-ai: :temperature must be a number from 0 to 2, not \"hot\"")
                   (":n 0" "chat-ai: :n must be a whole number from 1 to 128, not 0")
-                  (":stream maybe" "chat-ai: :stream must be true or false, not 'maybe'")
+                  (":stream maybe" "chat-ai: :stream must be true or false, not \"maybe\"")
                   (":logit-bias {oops" "chat-ai: :logit-bias is not valid JSON")
                   (":role-system boss" "chat-ai: :role-system must be system or developer")
                   (":timeout soon" "chat-ai: :timeout must be a number of seconds")))
@@ -796,7 +796,7 @@ you sent no key. (the server failed; try again later); retrying in 0.0 s (1 of 2
   (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :max-retries lots\nhi\n#+end_src\n"
     (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
                    "chat-ai: :max-retries must be a whole number from 0 to 10, \
-not 'lots'"))))
+not \"lots\""))))
 
 (ert-deftest ob-chat-ai-test-cut-stream-keeps-the-text ()
   (ob-chat-ai-test-with-org "#+begin_src chat-ai :model cut\nabcdefghijkl\n#+end_src\n"
