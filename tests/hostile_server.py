@@ -9,9 +9,10 @@ survive.  The request's model name picks the scenario (see `SCENARIOS`);
 works as ``NAME@close``, ``NAME@length`` or ``NAME@chunked`` to pick
 the framing of the body (chunked by default).
 
-The ``hold`` scenario sends the first half of the reply, then waits until
-`HostileServer.release` is set (at most 20 seconds) before the rest:
-a client that streams shows the first half while the server holds.
+The ``hold`` scenario sends the first part of the reply, then waits until
+`HostileServer.release` is set (at most 20 seconds) before the rest,
+with `HostileServer.holding` set meanwhile: a client that streams shows
+the first part while the server holds.
 
 Run as a script, it prints ``{"port": N}`` and serves until killed.
 """
@@ -278,6 +279,7 @@ class HostileServer:
         self.socket = socket.create_server(("127.0.0.1", port))
         self.port: int = self.socket.getsockname()[1]
         self.release = threading.Event()
+        self.holding = threading.Event()
         self.received: list[dict[str, Any]] = []
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
@@ -343,7 +345,9 @@ class HostileServer:
         chunked = headers.get("Transfer-Encoding") == "chunked"
         for piece in pieces:
             if piece is HOLD:
+                self.holding.set()
                 self.release.wait(20)
+                self.holding.clear()
                 continue
             if chunked:
                 # Split each piece across two chunks, so that nothing arrives whole.

@@ -1149,6 +1149,161 @@ the other block
       (should (string-suffix-p "#+RESULTS:\n: alone\n" (ob-chat-ai-test-idle)))
       (ob-chat-ai-test-wait (lambda () (null (ob-chat-ai-test-helpers)))))))
 
+;;;; Tests: whatever the server or the helper sends, each block ends
+
+(defvar ob-chat-ai-test-hostile nil
+  "The hostile server process (tests/hostile_server.py).")
+
+(defun ob-chat-ai-test-hostile-url ()
+  "Start the hostile server unless it runs, and return its base URL."
+  (unless (process-live-p ob-chat-ai-test-hostile)
+    (let ((buffer (generate-new-buffer " *hostile server*")))
+      (setq ob-chat-ai-test-hostile
+            (make-process
+             :name "hostile-server"
+             :buffer buffer
+             :command (list ob-chat-ai-test-python
+                            (expand-file-name "tests/hostile_server.py"
+                                              ob-chat-ai-test-root))
+             :coding 'utf-8-unix
+             :noquery t
+             :connection-type 'pipe))
+      (with-current-buffer buffer
+        (with-timeout (30 (error "The hostile server did not start"))
+          (while (not (string-match "{\"port\": \\([0-9]+\\)}" (buffer-string)))
+            (accept-process-output ob-chat-ai-test-hostile 0.1))))))
+  (with-current-buffer (process-buffer ob-chat-ai-test-hostile)
+    (string-match "{\"port\": \\([0-9]+\\)}" (buffer-string))
+    (format "http://127.0.0.1:%s/v1" (match-string 1 (buffer-string)))))
+
+(defun ob-chat-ai-test-hostile-block (model &optional headers)
+  "Return a block asking MODEL of the hostile server, with more HEADERS."
+  (format "#+begin_src chat-ai :model %s :base-url %s :max-retries 0%s\nSay hello\n#+end_src\n"
+          model (ob-chat-ai-test-hostile-url) (or headers "")))
+
+(defconst ob-chat-ai-test-hostile-cases
+  '(("content-42" "choices[0].delta.content is 42, not a string")
+    ("choices-oops" "choices[0] is \"oops\", not an object")
+    ("delta-text" "choices[0].delta is \"text\", not an object")
+    ("index-zero" "choices[0].index is \"zero\", not 0")
+    ("index-big" "choices[0].index is 1000000000000, not 0")
+    ("chunk-array" "[1, 2] is not an object")
+    ("truncated" "not JSON")
+    ("no-done@close" "the stream ended before [DONE]")
+    ("bad-utf8" "bytes that are not UTF-8")
+    ("event-error" "Overloaded, try later")
+    ("bad-gzip" "could not be decompressed")
+    ("short-length" "the connection closed mid-stream")
+    ("whole-choices-ints" "choices[0] is 1, not an object" " :stream no")
+    ("whole-message-string" "choices[0].message is \"hi\", not an object" " :stream no")
+    ("whole-index-zero" "choices[0].index is \"zero\", not 0" " :stream no"))
+  "Hostile scenarios, a phrase of the error line each ends with, and header args.")
+
+(ert-deftest ob-chat-ai-test-hostile-replies-end-each-block-with-one-line ()
+  (dolist (case ob-chat-ai-test-hostile-cases)
+    (ob-chat-ai-test-with-org (ob-chat-ai-test-hostile-block (car case) (nth 2 case))
+      (let* ((result (ob-chat-ai-test-run))
+             (line (car (last (split-string result "\n")))))
+        (should (string-prefix-p "chat-ai error: " line))
+        (should (string-search (nth 1 case) line))
+        (should (or (equal result line)
+                    (string-suffix-p (concat "\n\n" line) result))))))
+  (dolist (model '("good" "good@close" "gzip@length" "crlf" "keepalive"))
+    (ob-chat-ai-test-with-org (ob-chat-ai-test-hostile-block model)
+      (should (equal (ob-chat-ai-test-run) "Hello, wörld 🎉 — fine")))))
+
+(ert-deftest ob-chat-ai-test-hostile-replies-resolve-async-placeholders ()
+  (ob-chat-ai-test-async
+      (concat (ob-chat-ai-test-hostile-block "content-42")
+              (ob-chat-ai-test-hostile-block "index-zero@close")
+              (ob-chat-ai-test-hostile-block "whole-message-string" " :stream no")
+              (ob-chat-ai-test-hostile-block "good@close"))
+    (org-babel-execute-buffer)
+    (let ((text (ob-chat-ai-test-idle)))
+      (should-not (string-search "waiting for" text))
+      (should (string-search ": chat-ai error: the stream held a malformed chunk: \
+choices[0].delta.content is 42" text))
+      (should (string-search ": chat-ai error: the stream held a malformed chunk: \
+choices[0].index is \"zero\"" text))
+      (should (string-search "choices[0].message is \"hi\", not an object" text))
+      (should (string-suffix-p "#+RESULTS:\n: Hello, wörld 🎉 — fine\n" text)))))
+
+(defun ob-chat-ai-test-fake-helper (script)
+  "Return a helper command running Python SCRIPT, which reads requests on stdin."
+  (list ob-chat-ai-test-python "-c"
+        (concat "import json, sys\n"
+                "for line in sys.stdin:\n"
+                "    i = json.loads(line)['id']\n"
+                "    " script "\n")))
+
+(defmacro ob-chat-ai-test-with-fake-helper (script &rest body)
+  "Run BODY with the helper replaced by Python SCRIPT; stop it afterwards."
+  (declare (indent 1) (debug t))
+  `(let ((ob-chat-ai-helper-command (ob-chat-ai-test-fake-helper ,script)))
+     (unwind-protect (progn ,@body)
+       (when (process-live-p ob-chat-ai--helper)
+         (delete-process ob-chat-ai--helper)))))
+
+(ert-deftest ob-chat-ai-test-an-unreadable-event-ends-its-block ()
+  (dolist (case '(("{\"id\": i, \"type\": \"delta\", \"choice\": \"zero\", \"text\": \"x\"}"
+                   "the helper sent a delta event that cannot be read: \
+choice is \"zero\", not the number of a choice")
+                  ("{\"id\": i, \"type\": \"delta\", \"choice\": 0, \"text\": 42}"
+                   "the helper sent a delta event that cannot be read: \
+text is 42, not a string")
+                  ("{\"id\": i, \"type\": \"done\", \"finish_reasons\": 5}"
+                   "the helper sent a done event that cannot be read: \
+finish_reasons is 5, not a list of reasons")
+                  ("{\"id\": i, \"type\": \"error\", \"message\": [1]}"
+                   "the helper sent a error event that cannot be read: \
+message is (1), not a string")
+                  ("{\"id\": i}"
+                   "the helper sent a typeless event that cannot be read: \
+it has no type")))
+    (let ((script (format "print(json.dumps(%s), flush=True)" (car case))))
+      (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
+        (ob-chat-ai-test-with-fake-helper script
+          (should (equal (ob-chat-ai-test-run)
+                         (concat "chat-ai error: " (cadr case)))))))
+    (let ((script (format "print(json.dumps(%s), flush=True)" (car case))))
+      (ob-chat-ai-test-async "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
+        (ob-chat-ai-test-with-fake-helper script
+          (ob-chat-ai-test-execute "chat-ai")
+          (should (string-suffix-p (concat "#+RESULTS:\n: chat-ai error: " (cadr case) "\n")
+                                   (ob-chat-ai-test-idle))))))))
+
+(ert-deftest ob-chat-ai-test-a-failing-delta-callback-ends-its-request ()
+  (ob-chat-ai-test-with-org ""
+    (let* ((final nil)
+           (request (ob-chat-ai-process-send
+                     `((base_url . ,(ob-chat-ai-test-hostile-url))
+                       (body . ((model . "good")
+                                (messages . [((role . "user") (content . "hi"))])
+                                (stream . t))))
+                     :on-delta (lambda (_event) (error "Cannot show this"))
+                     :on-finish (lambda (event) (setq final event)))))
+      (ob-chat-ai-test-wait (lambda () final))
+      (should (eq (ob-chat-ai-request-final request) final))
+      (should (equal (alist-get 'message final)
+                     "the delta could not be shown: Cannot show this"))
+      (should-not (ob-chat-ai-process-open-requests)))))
+
+(ert-deftest ob-chat-ai-test-a-request-the-helper-forgot-ends-after-its-timeout ()
+  (let ((ob-chat-ai--silence-margin 1))
+    (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :timeout 1\nhi\n#+end_src\n"
+      (ob-chat-ai-test-with-fake-helper "pass"
+        (let ((result (ob-chat-ai-test-run)))
+          (should (string-match-p "\\`chat-ai error: the helper said nothing about \
+this request for [0-9]+ seconds; it was dropped" result))
+          (should (process-live-p ob-chat-ai--helper))
+          (should-not (ob-chat-ai-process-open-requests)))))
+    (ob-chat-ai-test-async "#+begin_src chat-ai :model m :timeout 1\nhi\n#+end_src\n"
+      (ob-chat-ai-test-with-fake-helper "pass"
+        (ob-chat-ai-test-execute "chat-ai")
+        (should (string-match-p "#\\+RESULTS:\n: chat-ai error: the helper said nothing"
+                                (ob-chat-ai-test-idle)))
+        (should-not ob-chat-ai--watchdog)))))
+
 (provide 'test-ob-chat-ai)
 
 ;;; test-ob-chat-ai.el ends here

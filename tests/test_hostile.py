@@ -309,7 +309,7 @@ def test_the_command_streams_text_as_it_arrives(
     first = GOOD_TEXT[:7].encode()
     seen = _read_until(process.stdout, first)
     # The server still holds the rest of the reply: the text came as it arrived.
-    assert not hostile.release.is_set()
+    assert hostile.holding.is_set()
     assert seen == first
     hostile.release.set()
     out, err = process.communicate(timeout=60)
@@ -324,7 +324,7 @@ def test_the_helper_streams_text_as_it_arrives(
     helper = Helper()
     helper.send(envelope(hostile, f"hold@{framing}", 1))
     event = helper.events.get(timeout=30)
-    assert not hostile.release.is_set()
+    assert hostile.holding.is_set()
     assert (event["type"], event["text"]) == ("delta", GOOD_TEXT[:7])
     hostile.release.set()
     text, final = helper.until_final(1)
