@@ -478,9 +478,11 @@ def _choice_index(
     It must be a whole number below the number of choices asked for.
     """
     index = choice.get("index")
-    if index is None:
-        return default
     count = request.body.get("n", 1)
+    if index is None:
+        if default >= count:
+            raise malformed(f"{where} is a choice more than the {count} asked for")
+        return default
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
         expected = "0" if count == 1 else f"from 0 to {count - 1}"
         raise malformed(f"{where}.index is {shown(index)}, not {expected}")

@@ -18,13 +18,23 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from typing import IO, Any
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import IO, Any, cast
 
 import pytest
+import requests
 from conftest import TEST_KEY, run_cli
 from hostile_server import GOOD_TEXT, SCENARIOS, HostileServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from loopback_server import LoopbackServer
+
+from chat_ai_helper.client import Delta, Done, Event, _read_completion, _read_stream
+from chat_ai_helper.errors import ChatAIError
+from chat_ai_helper.protocol import encode_event
+from chat_ai_helper.request import ChatRequest
+from chat_ai_helper.sse import iter_sse_data
 
 # What each scenario ends with: the reply's text, or a phrase of its error.
 GOOD: dict[str, str] = {
@@ -414,3 +424,136 @@ def socket_closed_port() -> Iterator[int]:
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         yield unused.getsockname()[1]
+
+
+# Property-based: any JSON value at any level of a chunk or of a whole reply.
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+CHUNK_PATHS: list[tuple[Any, ...]] = [
+    (),
+    ("choices",),
+    ("choices", 0),
+    ("choices", 0, "index"),
+    ("choices", 0, "delta"),
+    ("choices", 0, "delta", "content"),
+    ("choices", 0, "delta", "refusal"),
+    ("choices", 0, "finish_reason"),
+    ("usage",),
+    ("model",),
+    ("error",),
+]
+REPLY_PATHS: list[tuple[Any, ...]] = [
+    (),
+    ("choices",),
+    ("choices", 0),
+    ("choices", 0, "index"),
+    ("choices", 0, "message"),
+    ("choices", 0, "message", "content"),
+    ("choices", 0, "finish_reason"),
+    ("usage",),
+    ("error",),
+]
+
+
+def _planted(base: Any, path: tuple[Any, ...], value: Any) -> Any:
+    """Return BASE with VALUE put at PATH."""
+    if not path:
+        return value
+    copy = json.loads(json.dumps(base))
+    holder = copy
+    for step in path[:-1]:
+        holder = holder[step]
+    holder[path[-1]] = value
+    return copy
+
+
+def _split(data: bytes, cuts: list[int]) -> list[bytes]:
+    """Return DATA cut at the positions CUTS (taken modulo its length)."""
+    points = sorted({cut % (len(data) + 1) for cut in cuts})
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+def _outcome(events: Callable[[], Iterator[Event]], n: int) -> str:
+    """Return how EVENTS end; fail unless it is a `Done` or a `ChatAIError`."""
+    try:
+        seen = list(events())
+    except ChatAIError as error:
+        assert str(error) and "\n" not in str(error)
+        return "error"
+    assert isinstance(seen[-1], Done)
+    for event in seen[:-1]:
+        assert isinstance(event, Delta)
+        assert isinstance(event.text, str) and event.choice in range(n)
+        encode_event(
+            {"id": 1, "type": "delta", "choice": event.choice, "text": event.text}
+        )
+    done = seen[-1]
+    assert all(
+        reason is None or isinstance(reason, str) for reason in done.finish_reasons
+    )
+    encode_event({"id": 1, "type": "done", **vars(done)})
+    return "done"
+
+
+def _request(n: int) -> ChatRequest:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": n}
+    return ChatRequest(body=body)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    path=st.sampled_from(CHUNK_PATHS),
+    value=JSON,
+    cuts=st.lists(st.integers(min_value=0), max_size=6),
+    n=st.integers(min_value=1, max_value=3),
+)
+def test_any_value_anywhere_in_a_chunk_ends_in_done_or_one_error(
+    path: tuple[Any, ...], value: Any, cuts: list[int], n: int
+) -> None:
+    base = {
+        "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]
+    }
+    chunk = _planted(base, path, value)
+    stream = f"data: {json.dumps(chunk)}\r\n\r\n: ping\n\ndata: [DONE]\n\n".encode()
+    pieces = _split(stream, cuts)
+    _outcome(lambda: _read_stream(iter(pieces), _request(n)), n)
+
+
+@settings(max_examples=100, deadline=None)
+@given(path=st.sampled_from(REPLY_PATHS), value=JSON)
+def test_any_value_anywhere_in_a_whole_reply_ends_in_done_or_one_error(
+    path: tuple[Any, ...], value: Any
+) -> None:
+    base = {
+        "choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": "stop"}]
+    }
+    content = json.dumps(_planted(base, path, value)).encode()
+    response = cast(requests.Response, SimpleNamespace(headers={}, status_code=200))
+    _outcome(lambda: _read_completion(response, content, _request(1)), 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    texts=st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=4),
+    ending=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    cuts=st.lists(st.integers(min_value=0), max_size=8),
+)
+def test_events_are_read_whatever_the_line_ends_and_the_cuts(
+    texts: list[str], ending: bytes, cuts: list[int]
+) -> None:
+    stream = b"".join(
+        b"data: " + json.dumps(text).encode() + ending + b":c" + ending + ending
+        for text in texts
+    )
+    assert [json.loads(data) for data in iter_sse_data(_split(stream, cuts))] == texts
