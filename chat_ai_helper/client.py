@@ -173,6 +173,10 @@ class Client:
         except Exception as error:
             if cancel.is_set:
                 raise Cancelled("cancelled") from None
+            if isinstance(error, requests.exceptions.ContentDecodingError):
+                raise StreamError(_UNDECODABLE) from None
+            if isinstance(error, requests.exceptions.ChunkedEncodingError):
+                raise StreamError(_CUT_SHORT) from None
             if isinstance(error, requests.RequestException):
                 raise _network_error(error, request) from None
             raise
@@ -318,10 +322,7 @@ def _arriving(response: Response) -> Iterator[bytes]:
         try:
             data = read1(READ_SIZE, decode_content=True)
         except exceptions.DecodeError:
-            raise StreamError(
-                "the reply could not be decompressed "
-                f"({response.headers.get('Content-Encoding')}); it is incomplete"
-            ) from None
+            raise StreamError(_UNDECODABLE) from None
         except exceptions.ReadTimeoutError as error:
             raise requests.exceptions.ReadTimeout(error) from None
         except exceptions.SSLError as error:
@@ -335,6 +336,10 @@ def _arriving(response: Response) -> Iterator[bytes]:
 
 READ_SIZE = 64 * 1024
 _CUT_SHORT = "the connection closed mid-stream; the reply is incomplete"
+_UNDECODABLE = (
+    "the reply could not be decompressed (its Content-Encoding is not what "
+    "the server sent); the reply is incomplete"
+)
 
 
 def _sniff(chunks: Iterator[bytes]) -> tuple[bytes, bool]:

@@ -163,7 +163,7 @@ def _answer(
                 }
             )
             return
-    raise ChatAIError("the reply ended without its end")
+    raise InternalError("the reply ended without a final event; please report this")
 
 
 def serve(lines: Iterable[bytes], output: IO[bytes]) -> None:

@@ -234,6 +234,14 @@ SCENARIOS: dict[str, Callable[[dict[str, Any]], Reply]] = {
     "bad-gzip": lambda body: Reply(
         [b"this is not gzip at all"], headers={"Content-Encoding": "gzip"}
     ),
+    "whole-bad-gzip": lambda body: Reply(
+        [b"not gzip"],
+        content_type="application/json",
+        headers={"Content-Encoding": "gzip"},
+    ),
+    "whole-short-length": lambda body: Reply(
+        [b'{"choices": []'], headers={"Content-Length": "900"}
+    ),
     "html": lambda body: Reply(
         [b"<html><head><title>502 Bad Gateway</title></head></html>"],
         content_type="text/html",
