@@ -69,6 +69,8 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
     pending = bytearray()
     after_cr = False
     for chunk in chunks:
+        if not chunk:
+            continue
         start = 1 if after_cr and chunk.startswith(b"\n") else 0
         after_cr = False
         for end in LINE_END.finditer(chunk, start):

@@ -19,6 +19,7 @@ Run as a script, it prints ``{"port": N}`` and serves until killed.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import socket
@@ -302,9 +303,13 @@ class HostileServer:
         return self
 
     def close(self) -> None:
-        """Stop accepting connections."""
+        """Stop accepting connections, waking the thread that waits for them."""
         self.release.set()
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_RDWR)
         self.socket.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
 
     def _accept(self) -> None:
         while True:
