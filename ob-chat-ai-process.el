@@ -312,8 +312,9 @@ delta or retry callback that fails."
           (ob-chat-ai--abandon
            request
            (ob-chat-ai--error-event
-            (format "the helper sent a %s event that cannot be read: %s"
-                    (if (stringp type) type "typeless") problem))))
+            (if (stringp type)
+                (format "the helper's %s event cannot be read: %s" type problem)
+              (format "the helper sent an event that cannot be read: %s" problem)))))
          ((member type '("done" "error" "preview"))
           (ob-chat-ai--finish request event))
          (callback

@@ -1246,19 +1246,19 @@ choices[0].index is \"zero\"" text))
 
 (ert-deftest ob-chat-ai-test-an-unreadable-event-ends-its-block ()
   (dolist (case '(("{\"id\": i, \"type\": \"delta\", \"choice\": \"zero\", \"text\": \"x\"}"
-                   "the helper sent a delta event that cannot be read: \
+                   "the helper's delta event cannot be read: \
 choice is \"zero\", not the number of a choice")
                   ("{\"id\": i, \"type\": \"delta\", \"choice\": 0, \"text\": 42}"
-                   "the helper sent a delta event that cannot be read: \
+                   "the helper's delta event cannot be read: \
 text is 42, not a string")
                   ("{\"id\": i, \"type\": \"done\", \"finish_reasons\": 5}"
-                   "the helper sent a done event that cannot be read: \
+                   "the helper's done event cannot be read: \
 finish_reasons is 5, not a list of reasons")
                   ("{\"id\": i, \"type\": \"error\", \"message\": [1]}"
-                   "the helper sent a error event that cannot be read: \
+                   "the helper's error event cannot be read: \
 message is (1), not a string")
                   ("{\"id\": i}"
-                   "the helper sent a typeless event that cannot be read: \
+                   "the helper sent an event that cannot be read: \
 it has no type")))
     (let ((script (format "print(json.dumps(%s), flush=True)" (car case))))
       (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
