@@ -296,10 +296,16 @@ nil for an empty line."
 An event the request cannot use ends it with an error, as does a
 delta or retry callback that fails."
   (let* ((requests (process-get process 'ob-chat-ai-requests))
-         (request (cdr (or (assoc (alist-get 'id event) requests)
-                           ;; An event without a usable id can only be
-                           ;; about the one request a one-shot helper has.
-                           (and (null (cdr requests)) (car requests))))))
+         (id (alist-get 'id event))
+         (request (cdr (if id
+                           ;; A late event of a request already finished
+                           ;; (cancelled) finds none, and is dropped.
+                           (assoc id requests)
+                         ;; An event without an id can only be about the
+                         ;; one request a one-shot helper has.
+                         (and (not (eq process ob-chat-ai--helper))
+                              (null (cdr requests))
+                              (car requests))))))
     (when (and request (not (ob-chat-ai-request-finished-p request)))
       (setf (ob-chat-ai-request-heard request) (float-time))
       (let* ((problem (ob-chat-ai--event-problem event))

@@ -1304,6 +1304,34 @@ this request for [0-9]+ seconds; it was dropped" result))
                                 (ob-chat-ai-test-idle)))
         (should-not ob-chat-ai--watchdog)))))
 
+(ert-deftest ob-chat-ai-test-a-late-event-of-a-cancelled-request-is-dropped ()
+  (ob-chat-ai-test-with-org ""
+    (let ((ob-chat-ai-helper-command
+           (list ob-chat-ai-test-python "-c"
+                 (concat "import json, sys\n"
+                         "ids = []\n"
+                         "for line in sys.stdin:\n"
+                         "    m = json.loads(line)\n"
+                         "    if m.get('type') == 'cancel': continue\n"
+                         "    ids.append(m['id'])\n"
+                         "    if len(ids) == 2:\n"
+                         "        for i, t in ((ids[0], 'stale'), (ids[1], 'fresh')):\n"
+                         "            print(json.dumps({'id': i, 'type': 'delta', "
+                         "'choice': 0, 'text': t}))\n"
+                         "        print(json.dumps({'id': ids[1], 'type': 'done', "
+                         "'finish_reasons': ['stop']}), flush=True)\n")))
+          (texts nil))
+      (unwind-protect
+          (let ((first (ob-chat-ai-process-send '((body . ((model . "m")))))))
+            (ob-chat-ai-process-cancel first)
+            (let ((second (ob-chat-ai-process-send
+                           '((body . ((model . "m"))))
+                           :on-delta (lambda (event) (push (alist-get 'text event) texts)))))
+              (should (equal (alist-get 'type (ob-chat-ai-process-wait second)) "done"))
+              (should (equal texts '("fresh")))))
+        (when (process-live-p ob-chat-ai--helper)
+          (delete-process ob-chat-ai--helper))))))
+
 (provide 'test-ob-chat-ai)
 
 ;;; test-ob-chat-ai.el ends here
