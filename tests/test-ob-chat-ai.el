@@ -1332,6 +1332,15 @@ this request for [0-9]+ seconds; it was dropped" result))
         (when (process-live-p ob-chat-ai--helper)
           (delete-process ob-chat-ai--helper))))))
 
+(ert-deftest ob-chat-ai-test-a-timeout-beyond-reason-is-refused ()
+  (dolist (timeout '("1e19" "0"))
+    (ob-chat-ai-test-with-org
+        (format "#+begin_src chat-ai :model m :timeout %s\nhi\n#+end_src\n" timeout)
+      (should (string-prefix-p
+               "chat-ai: :timeout must be a number of seconds above 0 and at most 86400, not "
+               (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)))
+      (should-not (ob-chat-ai-test-received)))))
+
 (provide 'test-ob-chat-ai)
 
 ;;; test-ob-chat-ai.el ends here

@@ -263,6 +263,38 @@ def test_the_helper_survives_every_scenario_in_every_framing(
     assert set(finals.values()) == {1}
 
 
+def test_bad_and_good_requests_at_once_each_end_as_their_own(
+    hostile: HostileServer,
+) -> None:
+    helper = Helper()
+    names = [name for name in sorted(SCENARIOS) if name not in ("hold", "huge-event")]
+    for name in names:
+        helper.send(envelope(hostile, name, f"bad {name}"))
+        helper.send(envelope(hostile, "good", f"good {name}"))
+    texts: dict[str, str] = {}
+    finals: dict[str, dict[str, Any]] = {}
+    while len(finals) < 2 * len(names):
+        event = helper.events.get(timeout=60)
+        request_id = event["id"]
+        assert request_id not in finals, f"an event after the end of {request_id}"
+        if event["type"] == "delta":
+            texts[request_id] = texts.get(request_id, "") + event["text"]
+        else:
+            finals[request_id] = event
+    for name in names:
+        assert (finals[f"good {name}"]["type"], texts[f"good {name}"]) == (
+            "done",
+            GOOD_TEXT,
+        )
+        final = finals[f"bad {name}"]
+        if name in BAD:
+            assert final["type"] == "error" and BAD[name] in final["message"], name
+        else:
+            assert final["type"] == "done", name
+            assert texts.get(f"bad {name}", "") == GOOD[name], name
+    helper.close()
+
+
 def test_a_tool_call_ends_with_the_servers_finish_reason(
     hostile: HostileServer,
 ) -> None:
