@@ -100,13 +100,27 @@ Emacs exits."
   (on-delta nil :documentation "The function to call with each delta event.")
   (on-retry nil :documentation "The function to call with each retry event.")
   (on-finish nil :documentation "The function to call with the done or error event.")
-  (final nil :documentation "The done or error event, once it has come."))
+  (final nil :documentation "The done or error event, once it has come.")
+  (heard nil :documentation "The time the helper last said something about it.")
+  (patience nil :documentation "The seconds of silence after which it is dropped."))
 
 (defconst ob-chat-ai--protocol-version 1
   "The oldest version of the helper's protocol that this package can speak.")
 
 (defvar ob-chat-ai--next-id 0
   "The number of the last request id handed out.")
+
+(defconst ob-chat-ai--default-timeout 600
+  "The seconds the helper waits for a server when a request gives no timeout.")
+
+(defvar ob-chat-ai--silence-margin 120
+  "The seconds a request may stay unheard of beyond its timeout.
+The helper may wait up to a minute before retrying, then as long as
+the request's timeout for the server, without saying anything about
+the request.")
+
+(defvar ob-chat-ai--watchdog nil
+  "The timer that drops requests the helper stopped talking about.")
 
 (defun ob-chat-ai-request-finished-p (request)
   "Return non-nil when REQUEST has had its final event."
@@ -135,7 +149,13 @@ to a helper of its own when `ob-chat-ai-persistent-helper' is nil."
                    :id id
                    :on-delta (plist-get callbacks :on-delta)
                    :on-retry (plist-get callbacks :on-retry)
-                   :on-finish (plist-get callbacks :on-finish)))
+                   :on-finish (plist-get callbacks :on-finish)
+                   :heard (float-time)
+                   :patience (+ (let ((timeout (alist-get 'timeout envelope)))
+                                  (if (numberp timeout)
+                                      timeout
+                                    ob-chat-ai--default-timeout))
+                                ob-chat-ai--silence-margin)))
          (process (if ob-chat-ai-persistent-helper
                       (ob-chat-ai--persistent-helper)
                     (ob-chat-ai--start-helper))))
@@ -147,6 +167,8 @@ to a helper of its own when `ob-chat-ai-persistent-helper' is nil."
                       (concat (json-serialize (cons (cons 'id id) envelope)) "\n"))
     (unless ob-chat-ai-persistent-helper
       (ob-chat-ai--send process 'eof))
+    (unless ob-chat-ai--watchdog
+      (setq ob-chat-ai--watchdog (run-with-timer 1 1 #'ob-chat-ai--watch)))
     request))
 
 (defun ob-chat-ai--persistent-helper ()
@@ -334,6 +356,8 @@ change to the Org buffer per read, not one per delta."
          ((and last
                (equal (alist-get 'type event) "delta")
                (equal (alist-get 'type last) "delta")
+               (stringp (alist-get 'text event))
+               (stringp (alist-get 'text last))
                (equal (alist-get 'id event) (alist-get 'id last))
                (eql (alist-get 'choice event) (alist-get 'choice last)))
           (push (alist-get 'text event) texts))
@@ -359,45 +383,161 @@ nil for an empty line."
                   (save-restriction
                     (narrow-to-region start end)
                     (goto-char start)
-                    (json-parse-buffer :object-type 'alist :array-type 'list
-                                       :null-object nil :false-object nil)))
+                    (let ((event (json-parse-buffer
+                                  :object-type 'alist :array-type 'list
+                                  :null-object nil :false-object nil)))
+                      (unless (and (listp event)
+                                   (seq-every-p (lambda (field)
+                                                  (and (consp field) (symbolp (car field))))
+                                                event))
+                        (signal 'json-error nil))
+                      event)))
            (json-error
             `((type . "error") (kind . "helper")
-              (message . ,(format "the helper said something that is not JSON: %s"
+              (message . ,(format "the helper said something that is not an event: %s"
                                   (truncate-string-to-width
                                    (buffer-substring-no-properties start end) 80))))))
     (goto-char (1+ end))))
 
 (defun ob-chat-ai--dispatch (process event)
-  "Hand EVENT from PROCESS to the callback of the request it belongs to."
+  "Hand EVENT from PROCESS to the callback of the request it belongs to.
+An event the request cannot use ends it with an error, as does a
+delta or retry callback that fails."
   (let* ((requests (process-get process 'ob-chat-ai-requests))
-         (request (cdr (or (assoc (alist-get 'id event) requests)
-                           ;; An event without a usable id can only be
-                           ;; about the one request a one-shot helper has.
-                           (and (null (cdr requests)) (car requests))))))
+         (id (alist-get 'id event))
+         (request (cdr (if id
+                           ;; A late event of a request already finished
+                           ;; (cancelled) finds none, and is dropped.
+                           (assoc id requests)
+                         ;; An event without an id can only be about the
+                         ;; one request a one-shot helper has.
+                         (and (not (eq process ob-chat-ai--helper))
+                              (null (cdr requests))
+                              (car requests))))))
     (when (and request (not (ob-chat-ai-request-finished-p request)))
-      (pcase (alist-get 'type event)
-        ("delta" (ob-chat-ai--call (ob-chat-ai-request-on-delta request) event))
-        ("retry" (ob-chat-ai--call (ob-chat-ai-request-on-retry request) event))
-        ((or "done" "error" "preview" "providers")
-         (ob-chat-ai--finish request event))))))
+      (setf (ob-chat-ai-request-heard request) (float-time))
+      (let* ((problem (ob-chat-ai--event-problem event))
+             (type (alist-get 'type event))
+             (callback (pcase type
+                         ("delta" (ob-chat-ai-request-on-delta request))
+                         ("retry" (ob-chat-ai-request-on-retry request)))))
+        (cond
+         (problem
+          (ob-chat-ai--abandon
+           request
+           (ob-chat-ai--error-event
+            (if (stringp type)
+                (format "the helper's %s event cannot be read: %s" type problem)
+              (format "the helper sent an event that cannot be read: %s" problem)))))
+         ((member type '("done" "error" "preview" "providers"))
+          (ob-chat-ai--finish request event))
+         (callback
+          (let ((failure (ob-chat-ai--call callback event)))
+            (when failure
+              (ob-chat-ai--abandon
+               request
+               (ob-chat-ai--error-event
+                (format "the %s could not be shown: %s" type failure)))))))))))
+
+(defconst ob-chat-ai--max-choices 128
+  "The most choices a request may ask for, as the helper checks it.")
+
+(defun ob-chat-ai--event-problem (event)
+  "Return what is wrong with the fields of EVENT for its type, or nil."
+  (let ((type (alist-get 'type event)))
+    (cl-flet ((check (field predicate what)
+                (let ((value (alist-get field event)))
+                  (unless (funcall predicate value)
+                    (format "%s is %s, not %s" field
+                            (truncate-string-to-width (format "%S" value) 40)
+                            what)))))
+      (pcase type
+        ("delta"
+         (or (check 'text #'stringp "a string")
+             (check 'choice (lambda (choice)
+                              (and (natnump choice) (< choice ob-chat-ai--max-choices)))
+                    "the number of a choice")))
+        ("done"
+         (or (check 'finish_reasons
+                    (lambda (reasons)
+                      (and (proper-list-p reasons)
+                           (<= (length reasons) ob-chat-ai--max-choices)
+                           (seq-every-p (lambda (reason) (or (null reason) (stringp reason)))
+                                        reasons)))
+                    "a list of reasons")
+             (check 'usage #'listp "an object")
+             (check 'model (lambda (model) (or (null model) (stringp model)))
+                    "a string")))
+        ((or "error" "retry")
+         (or (check 'message #'stringp "a string")
+             (check 'kind (lambda (kind) (or (null kind) (stringp kind))) "a string")))
+        ("preview" (check 'text #'stringp "a string"))
+        ((pred stringp) nil)
+        (_ "it has no type")))))
+
+(defun ob-chat-ai--error-event (message)
+  "Return an error event of this side, saying MESSAGE."
+  `((type . "error") (kind . "client") (message . ,message)))
 
 (defun ob-chat-ai--finish (request event)
-  "Record EVENT as the end of REQUEST and run its finish callback."
+  "Record EVENT as the end of REQUEST and run its finish callback.
+When the callback fails on a `done' event, it is called again with
+an error event saying so, so that the request still ends visibly."
   (let ((process (ob-chat-ai-request-process request)))
     (setf (ob-chat-ai-request-final request) event)
     (process-put process 'ob-chat-ai-requests
                  (seq-remove (lambda (entry) (eq (cdr entry) request))
                              (process-get process 'ob-chat-ai-requests)))
     (ob-chat-ai--when-idle process))
-  (ob-chat-ai--call (ob-chat-ai-request-on-finish request) event))
+  (let* ((on-finish (ob-chat-ai-request-on-finish request))
+         (failure (ob-chat-ai--call on-finish event)))
+    (when (and failure (not (equal (alist-get 'type event) "error")))
+      (let ((error-event (ob-chat-ai--error-event
+                          (format "the reply could not be shown: %s" failure))))
+        (setf (ob-chat-ai-request-final request) error-event)
+        (ob-chat-ai--call on-finish error-event)))))
 
 (defun ob-chat-ai--call (callback event)
-  "Call CALLBACK with EVENT, reporting any error instead of raising it."
+  "Call CALLBACK with EVENT; return nil, or the message of the error it signalled.
+The error is also shown in the echo area, never raised."
   (when callback
     (condition-case err
-        (funcall callback event)
-      (error (message "chat-ai: %s" (error-message-string err))))))
+        (progn (funcall callback event) nil)
+      (error (let ((text (error-message-string err)))
+               (message "chat-ai: %s" text)
+               text)))))
+
+(defun ob-chat-ai--abandon (request event)
+  "Finish REQUEST with EVENT, telling its helper to drop it."
+  (let ((process (ob-chat-ai-request-process request)))
+    (unless (ob-chat-ai-request-finished-p request)
+      (when (and (process-live-p process) (eq process ob-chat-ai--helper))
+        (ob-chat-ai--send
+         process
+         (concat (json-serialize `((type . "cancel")
+                                   (id . ,(ob-chat-ai-request-id request))))
+                 "\n")))
+      (ob-chat-ai--finish request event))
+    (when (and (process-live-p process) (not (eq process ob-chat-ai--helper)))
+      (delete-process process))))
+
+(defun ob-chat-ai--watch ()
+  "Drop the requests the helper has said nothing about for too long.
+Stop watching when no request is open."
+  (let ((open (ob-chat-ai-process-open-requests))
+        (now (float-time)))
+    (dolist (request open)
+      (let ((silence (- now (ob-chat-ai-request-heard request))))
+        (when (> silence (ob-chat-ai-request-patience request))
+          (ob-chat-ai--abandon
+           request
+           (ob-chat-ai--error-event
+            (format "the helper said nothing about this request for %.0f seconds; \
+it was dropped (if this happens again, stop the helper with \
+M-x ob-chat-ai-stop-helper)" silence))))))
+    (unless (ob-chat-ai-process-open-requests)
+      (cancel-timer ob-chat-ai--watchdog)
+      (setq ob-chat-ai--watchdog nil))))
 
 (defun ob-chat-ai--sentinel (process _change)
   "Finish every open request of PROCESS once the helper has exited."
@@ -437,18 +577,16 @@ nil for an empty line."
   "Drop REQUEST and finish it as cancelled.
 The persistent helper is told to stop the request; a helper of the
 request's own is stopped."
-  (let ((process (ob-chat-ai-request-process request)))
-    (unless (ob-chat-ai-request-finished-p request)
-      (when (and (process-live-p process) (eq process ob-chat-ai--helper))
-        (ob-chat-ai--send
-         process
-         (concat (json-serialize `((type . "cancel")
-                                   (id . ,(ob-chat-ai-request-id request))))
-                 "\n")))
-      (ob-chat-ai--finish request '((type . "error") (kind . "cancelled")
-                                    (message . "cancelled"))))
-    (when (and (process-live-p process) (not (eq process ob-chat-ai--helper)))
-      (delete-process process))))
+  (ob-chat-ai--abandon request '((type . "error") (kind . "cancelled")
+                                 (message . "cancelled"))))
+
+(defun ob-chat-ai-stop-helper ()
+  "Stop the persistent helper; its open requests end with an error.
+The next request starts a new one."
+  (interactive)
+  (if (process-live-p ob-chat-ai--helper)
+      (delete-process ob-chat-ai--helper)
+    (message "chat-ai: the helper is not running")))
 
 (defun ob-chat-ai-process-wait (request)
   "Wait until REQUEST has finished and return its final event.

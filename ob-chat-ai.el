@@ -287,7 +287,9 @@ the helper cannot list them, return nil: the request that follows
 reports the same problem."
   (let* ((setup (ob-chat-ai--helper-setup))
          (final (ob-chat-ai-process-wait
-                 (ob-chat-ai-process-send '((type . "providers")))))
+                 ;; The helper answers at once: a helper that does not is
+                 ;; given up on after a short wait, not a reply's.
+                 (ob-chat-ai-process-send '((type . "providers") (timeout . 5)))))
          (providers (alist-get 'providers final)))
     (when (equal (alist-get 'type final) "providers")
       (ob-chat-ai--remember-providers setup (alist-get 'file final) providers))))

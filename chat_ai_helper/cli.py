@@ -9,7 +9,7 @@ import sys
 from typing import IO, Any
 
 from chat_ai_helper import __version__
-from chat_ai_helper.errors import ChatAIError, ConfigError
+from chat_ai_helper.errors import ChatAIError, ConfigError, InternalError
 from chat_ai_helper.providers import DEFAULT_MODEL
 
 EXIT_ERROR = 1
@@ -182,9 +182,10 @@ def _print_reply(
         for event in client.complete(request):
             if isinstance(event, Delta):
                 if event.choice == 0:
-                    out.write(event.text)
-                    out.flush()
-                    ended_with_newline = event.text.endswith("\n")
+                    if event.text:
+                        out.write(event.text)
+                        out.flush()
+                        ended_with_newline = event.text.endswith("\n")
                 else:
                     others[event.choice] = others.get(event.choice, "") + event.text
             elif isinstance(event, Retry):
@@ -200,6 +201,11 @@ def _print_reply(
                 for index, reason in enumerate(event.finish_reasons):
                     if reason in ("length", "content_filter"):
                         err.write(f"chat-ai: choice {index + 1} stopped: {reason}\n")
+                    elif reason in ("tool_calls", "function_call"):
+                        err.write(
+                            f"chat-ai: choice {index + 1}: the model asked to call "
+                            "a tool; chat-ai does not run tools\n"
+                        )
     except ChatAIError:
         if not ended_with_newline:
             out.write("\n")
@@ -218,8 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = None if argv[:1] == ["doctor"] else build_parser().parse_args(argv)
     with (
-        open(sys.stdout.fileno(), "w", encoding="utf-8", closefd=False) as out,
-        open(sys.stderr.fileno(), "w", encoding="utf-8", closefd=False) as err,
+        open(
+            sys.stdout.fileno(), "w", encoding="utf-8", errors="replace", closefd=False
+        ) as out,
+        open(
+            sys.stderr.fileno(), "w", encoding="utf-8", errors="replace", closefd=False
+        ) as err,
     ):
         try:
             if args is None:
@@ -239,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             # Nothing more can reach a closed pipe; don't let closing it fail too.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
+        except Exception as error:
+            err.write(f"chat-ai: {InternalError.wrapping(error)}\n")
+            return EXIT_ERROR
 
 
 def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:

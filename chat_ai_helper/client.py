@@ -22,14 +22,17 @@ from chat_ai_helper import __version__
 from chat_ai_helper.errors import (
     APIError,
     Cancelled,
+    ChatAIError,
     NetworkError,
     StreamError,
     redact,
+    shown,
 )
 from chat_ai_helper.request import CONNECT_TIMEOUT, ChatRequest
 
 USER_AGENT = f"ob-chat-ai/{__version__}"
 SSE_STARTS = (b"data:", b":", b"event:", b"id:", b"retry:")
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -70,6 +73,7 @@ def retry_line(retry: Retry) -> str:
     )
 
 
+NOT_RETRIED = (requests.exceptions.SSLError, requests.exceptions.ProxyError)
 RETRY_STATUSES = (408, 409, 429, 500, 502, 503, 504)
 BACKOFF_START = 0.5
 BACKOFF_CAP = 8.0
@@ -169,6 +173,10 @@ class Client:
         except Exception as error:
             if cancel.is_set:
                 raise Cancelled("cancelled") from None
+            if isinstance(error, requests.exceptions.ContentDecodingError):
+                raise StreamError(_UNDECODABLE) from None
+            if isinstance(error, requests.exceptions.ChunkedEncodingError):
+                raise StreamError(_CUT_SHORT) from None
             if isinstance(error, requests.RequestException):
                 raise _network_error(error, request) from None
             raise
@@ -194,7 +202,7 @@ class Client:
                     allow_redirects=False,
                 )
             except requests.ConnectionError as error:
-                if last or cancel.is_set:
+                if last or cancel.is_set or isinstance(error, NOT_RETRIED):
                     raise
                 failure = str(_network_error(error, request))
                 wait = _backoff(attempt)
@@ -235,17 +243,15 @@ class Client:
                     error = _api_error(response, request.api_key)
                 raise _missing_key_advice(error, request)
             if not request.stream:
-                yield from _read_completion(response, response.content, request.api_key)
+                yield from _read_completion(response, response.content, request)
                 return
-            chunks = _announcing_waits(
-                response.iter_content(chunk_size=None), before_wait
-            )
-            first = next(chunks, b"")
-            if first.lstrip().startswith(SSE_STARTS):
-                yield from _read_stream(itertools.chain([first], chunks), request)
+            chunks = _announcing_waits(_arriving(response), before_wait)
+            head, is_stream = _sniff(chunks)
+            if is_stream:
+                yield from _read_stream(itertools.chain([head], chunks), request)
             else:
-                body = first + b"".join(chunks)
-                yield from _read_completion(response, body, request.api_key)
+                body = head + b"".join(chunks)
+                yield from _read_completion(response, body, request)
 
 
 def _nothing() -> None:
@@ -348,73 +354,233 @@ def _announcing_waits(
         yield chunk
 
 
+def _arriving(response: Response) -> Iterator[bytes]:
+    """Yield the body of RESPONSE, decompressed, in pieces as they arrive.
+
+    Whatever the framing (chunked, a Content-Length, or a body that ends
+    when the server closes the connection), each read returns the bytes
+    that have come, rather than waiting for a chunk or a buffer to fill.
+    urllib3 before 2.3 cannot read that way: there, chunks are read as
+    ``requests`` reads them.
+    """
+    read1 = getattr(response.raw, "read1", None)
+    if read1 is None:
+        yield from response.iter_content(chunk_size=None)
+        return
+    from urllib3 import exceptions
+
+    while True:
+        try:
+            data = read1(READ_SIZE, decode_content=True)
+        except exceptions.DecodeError:
+            raise StreamError(_UNDECODABLE) from None
+        except exceptions.ReadTimeoutError as error:
+            raise requests.exceptions.ReadTimeout(error) from None
+        except exceptions.SSLError as error:
+            raise requests.exceptions.SSLError(error) from None
+        except (exceptions.ProtocolError, OSError):
+            raise StreamError(_CUT_SHORT) from None
+        if not data:
+            return
+        yield data
+
+
+READ_SIZE = 64 * 1024
+_CUT_SHORT = "the connection closed mid-stream; the reply is incomplete"
+_UNDECODABLE = (
+    "the reply could not be decompressed (its Content-Encoding is not what "
+    "the server sent); the reply is incomplete"
+)
+
+
+def _sniff(chunks: Iterator[bytes]) -> tuple[bytes, bool]:
+    """Read CHUNKS until their start tells a stream from a whole reply.
+
+    Return what was read and whether it starts like Server-Sent Events.
+    """
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        start = head.lstrip()
+        if start.startswith(UTF8_BOM):
+            start = start[len(UTF8_BOM) :].lstrip()
+        elif UTF8_BOM.startswith(start):
+            continue
+        if start.startswith(SSE_STARTS):
+            return head, True
+        if start and not any(prefix.startswith(start) for prefix in SSE_STARTS):
+            return head, False
+    return head, False
+
+
 def _read_completion(
-    response: requests.Response, content: bytes, secret: str | None
+    response: requests.Response, content: bytes, request: ChatRequest
 ) -> Iterator[Event]:
+    secret = request.api_key
     payload = _json_body(response, content, secret)
-    if isinstance(payload, dict) and "error" in payload:
+
+    def malformed(problem: str) -> APIError:
+        return APIError(
+            redact(f"the server's reply is malformed: {problem}", secret),
+            status=response.status_code,
+        )
+
+    if not isinstance(payload, dict):
+        raise malformed(f"it is {shown(payload)}, not an object")
+    if payload.get("error") is not None:
         raise _error_from_payload(payload, response.status_code, secret)
-    choices = payload.get("choices") if isinstance(payload, dict) else None
+    choices = payload.get("choices")
     if not isinstance(choices, list):
         raise APIError("the reply has no choices", status=response.status_code)
-    reasons: list[str | None] = []
+    reasons: dict[int, str | None] = {}
     for position, choice in enumerate(choices):
-        message = choice.get("message") or {}
-        text = message.get("content") or message.get("refusal") or ""
-        yield Delta(text, choice.get("index", position))
-        reasons.append(choice.get("finish_reason"))
-    yield Done(reasons, payload.get("usage"), payload.get("model"))
+        where = f"choices[{position}]"
+        if not isinstance(choice, dict):
+            raise malformed(f"{where} is {shown(choice)}, not an object")
+        index = _choice_index(choice, position, request, where, malformed)
+        message = _field(choice, "message", dict, where, malformed) or {}
+        text = _field(message, "content", str, f"{where}.message", malformed)
+        refusal = _field(message, "refusal", str, f"{where}.message", malformed)
+        yield Delta(text or refusal or "", index)
+        reasons[index] = _field(choice, "finish_reason", str, where, malformed)
+    yield _done(reasons, payload)
 
 
 def _read_stream(chunks: Iterator[bytes], request: ChatRequest) -> Iterator[Event]:
-    from chat_ai_helper.sse import iter_sse_data
+    from chat_ai_helper.sse import iter_sse_events
 
     secret = request.api_key
     reasons: dict[int, str | None] = {}
-    usage: dict[str, Any] | None = None
-    model: str | None = None
+    last: dict[str, Any] = {}
+
+    def malformed(problem: str) -> StreamError:
+        return StreamError(
+            redact(
+                f"the stream held a malformed chunk: {problem}; "
+                "the reply is incomplete",
+                secret,
+            )
+        )
+
     try:
-        for data in iter_sse_data(chunks):
+        for event_type, data in iter_sse_events(chunks):
             if data.strip() == "[DONE]":
                 break
             try:
-                chunk = json.loads(data)
-            except ValueError:
+                chunk = _loads(data)
+            except (ValueError, RecursionError):
+                if event_type == "error":
+                    raise APIError(redact(_snippet(data), secret)) from None
                 raise StreamError(
-                    f"the stream held something that is not JSON: {_snippet(data)}"
+                    f"the stream held something that is not JSON: "
+                    f"{redact(_snippet(data), secret)}"
                 ) from None
             if not isinstance(chunk, dict):
-                raise StreamError(f"the stream held a non-object: {_snippet(data)}")
-            if "error" in chunk:
+                raise malformed(f"{shown(chunk)} is not an object")
+            if chunk.get("error") is not None or event_type == "error":
                 raise _error_from_payload(chunk, None, secret)
-            for choice in chunk.get("choices") or []:
-                index = choice.get("index", 0)
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    yield Delta(text, index)
+            choices = chunk.get("choices")
+            if choices is not None and not isinstance(choices, list):
+                raise malformed(f"choices is {shown(choices)}, not a list")
+            for position, choice in enumerate(choices or []):
+                where = f"choices[{position}]"
+                if not isinstance(choice, dict):
+                    raise malformed(f"{where} is {shown(choice)}, not an object")
+                index = _choice_index(choice, 0, request, where, malformed)
+                delta = _field(choice, "delta", dict, where, malformed) or {}
+                text = _field(delta, "content", str, f"{where}.delta", malformed)
+                refusal = _field(delta, "refusal", str, f"{where}.delta", malformed)
+                if text or refusal:
+                    yield Delta(text or refusal or "", index)
+                reason = _field(choice, "finish_reason", str, where, malformed)
                 reasons.setdefault(index, None)
-                if choice.get("finish_reason"):
-                    reasons[index] = choice["finish_reason"]
-            usage = chunk.get("usage") or usage
-            model = chunk.get("model") or model
+                if reason:
+                    reasons[index] = reason
+            for name in ("usage", "model"):
+                if chunk.get(name):
+                    last[name] = chunk[name]
         else:
             raise StreamError("the stream ended before [DONE]; the reply is incomplete")
     except requests.exceptions.ChunkedEncodingError:
-        raise StreamError(
-            "the connection closed mid-stream; the reply is incomplete"
-        ) from None
+        raise StreamError(_CUT_SHORT) from None
     # Read on to the end of the body, as OpenAI's own SDK does, so that the
     # connection goes back to the pool before the next request needs it.
-    with contextlib.suppress(requests.RequestException):
+    with contextlib.suppress(requests.RequestException, StreamError):
         for _ in chunks:
             pass
-    yield Done([reasons[index] for index in sorted(reasons)], usage, model)
+    yield _done(reasons, last)
+
+
+def _done(reasons: dict[int, str | None], payload: dict[str, Any]) -> Done:
+    """Return the end of a reply: REASONS by choice, and what PAYLOAD says."""
+    usage = payload.get("usage")
+    model = payload.get("model")
+    return Done(
+        [reasons[index] for index in sorted(reasons)],
+        usage if isinstance(usage, dict) else None,
+        model if isinstance(model, str) else None,
+    )
+
+
+def _choice_index(
+    choice: dict[str, Any],
+    default: int,
+    request: ChatRequest,
+    where: str,
+    malformed: Callable[[str], ChatAIError],
+) -> int:
+    """Return the index of CHOICE, DEFAULT when it has none.
+
+    It must be a whole number below the number of choices asked for.
+    """
+    index = choice.get("index")
+    count = request.body.get("n", 1)
+    if index is None:
+        if default >= count:
+            raise malformed(f"{where} is a choice more than the {count} asked for")
+        return default
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+        expected = "0" if count == 1 else f"from 0 to {count - 1}"
+        raise malformed(f"{where}.index is {shown(index)}, not {expected}")
+    return index
+
+
+def _field(
+    holder: dict[str, Any],
+    name: str,
+    kind: type,
+    where: str,
+    malformed: Callable[[str], ChatAIError],
+) -> Any:
+    """Return HOLDER's NAME, None when missing or null; it must be of KIND."""
+    value = holder.get(name)
+    if value is not None and not isinstance(value, kind):
+        raise malformed(
+            f"{where}.{name} is {shown(value)}, not {KIND_NAMES.get(kind, 'valid')}"
+        )
+    return value
+
+
+KIND_NAMES: dict[type, str] = {dict: "an object", str: "a string", list: "a list"}
+
+
+def _loads(text: str | bytes) -> Any:
+    """Return the JSON value of TEXT; NaN and Infinity, which are not JSON, fail."""
+    return json.loads(text, parse_constant=_not_json)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _json_body(response: requests.Response, content: bytes, secret: str | None) -> Any:
+    if not content.strip():
+        raise APIError(
+            "the server answered with an empty body", status=response.status_code
+        )
     try:
-        return json.loads(content)
-    except ValueError:
+        return _loads(content)
+    except (ValueError, RecursionError):
         content_type = response.headers.get("Content-Type") or "no content type"
         text = content.decode("utf-8", errors="replace")
         raise APIError(
@@ -477,9 +643,11 @@ def _network_error(
         host = f"{host}:{where.port}"
     text = str(error)
     if isinstance(error, requests.exceptions.SSLError):
+        message = _tls_message(host, text)
+    elif isinstance(error, requests.exceptions.ProxyError):
         message = (
-            f"TLS failure talking to {host}: {_reason(text)} (for a private "
-            "certificate authority, point REQUESTS_CA_BUNDLE at its certificate)"
+            f"the proxy on the way to {host} failed: {_reason(text)} "
+            "(check HTTPS_PROXY, HTTP_PROXY and NO_PROXY)"
         )
     elif isinstance(error, requests.exceptions.ConnectTimeout):
         message = f"connecting to {host} timed out; check the network and any proxy"
@@ -499,6 +667,23 @@ def _network_error(
     else:
         message = f"cannot reach {host}: {_reason(text)}"
     return NetworkError(redact(message, request.api_key))
+
+
+def _tls_message(host: str, text: str) -> str:
+    """Return one line saying what went wrong setting up TLS with HOST."""
+    lowered = text.lower()
+    if "certificate" in lowered:
+        return (
+            f"the TLS certificate of {host} could not be verified: {_reason(text)} "
+            "(for a private certificate authority, point REQUESTS_CA_BUNDLE at "
+            "its certificate)"
+        )
+    if "version" in lowered or "protocol" in lowered:
+        return (
+            f"{host} and this machine share no TLS version: {_reason(text)} "
+            "(is it an http:// address given as https://?)"
+        )
+    return f"TLS failure talking to {host}: {_reason(text)}"
 
 
 def _reason(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -125,6 +126,20 @@ class LocalServerError(ChatAIError):
     kind = "local"
 
 
+class InternalError(ChatAIError):
+    """A failure nobody foresaw, a bug of the helper, told in one line."""
+
+    kind = "internal"
+
+    @classmethod
+    def wrapping(cls, error: BaseException) -> InternalError:
+        """Return the internal error that tells the user about ERROR."""
+        return cls(
+            f"the helper failed unexpectedly ({type(error).__name__}: {error}); "
+            "please report this"
+        )
+
+
 class Cancelled(ChatAIError):
     """The request was cancelled by its caller."""
 
@@ -155,3 +170,15 @@ def redact(text: str, secret: str | None) -> str:
 
 
 _PUNCTUATION = ".,;:!?'\"()[]{}<>"
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """Return VALUE as the user or the server wrote it, in JSON, cut to LIMIT.
+
+    Messages show values this way, never as Python writes them.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except ValueError:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from chat_ai_helper import __version__
 from chat_ai_helper.client import Cancel, Client, Delta, Done, Retry, retry_line
-from chat_ai_helper.errors import Cancelled, ChatAIError, ConfigError
+from chat_ai_helper.errors import Cancelled, ChatAIError, ConfigError, InternalError
 from chat_ai_helper.providers import listing, providers_file
 from chat_ai_helper.request import parse_request
 
@@ -44,7 +44,10 @@ def hello_event(request_id: Any) -> dict[str, Any]:
 
 def encode_event(event: dict[str, Any]) -> bytes:
     """Return EVENT as one line of UTF-8 JSON."""
-    line = json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n"
+    line = (
+        json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        + "\n"
+    )
     return line.encode("utf-8", errors="replace")
 
 
@@ -108,10 +111,10 @@ class EventWriter:
                 del self.pending[key]
 
     def _write_deltas(self) -> None:
-        for (request_id, choice), texts in self.pending.items():
+        pending, self.pending = self.pending, {}
+        for (request_id, choice), texts in pending.items():
             event = {"id": request_id, "type": "delta", "choice": choice}
             self.output.write(encode_event({**event, "text": "".join(texts)}))
-        self.pending.clear()
 
     def _push(self) -> None:
         self.output.flush()
@@ -124,48 +127,66 @@ class EventWriter:
 def answer(envelope: Any, client: Client, writer: EventWriter, cancel: Cancel) -> None:
     """Run the request ENVELOPE, writing its events with WRITER.
 
-    A cancelled request ends without another event: its caller has
-    already finished it.
+    The request ends with exactly one final event (``done``, ``error``
+    or, for a dry run, ``preview``), whatever happens: any failure,
+    expected or not, becomes its ``error`` event.  A cancelled request
+    ends without another event: its caller has already finished it.
     """
     request_id = envelope.get("id") if isinstance(envelope, dict) else None
     try:
-        if isinstance(envelope, dict) and envelope.get("dry_run"):
-            preview = parse_request(envelope, require_key=False).preview()
-            text = json.dumps(preview, ensure_ascii=False, indent=2)
-            writer.event(
-                {"id": request_id, "type": "preview", "request": preview, "text": text}
-            )
-            return
-        request = parse_request(envelope)
-        events = client.complete(request, before_wait=writer.flush, cancel=cancel)
-        for event in events:
-            if isinstance(event, Delta):
-                writer.delta(request_id, event.choice, event.text)
-            elif isinstance(event, Retry):
-                writer.event(
-                    {
-                        "id": request_id,
-                        "type": "retry",
-                        "attempt": event.attempt,
-                        "retries": event.retries,
-                        "wait": event.wait,
-                        "message": retry_line(event),
-                    }
-                )
-            elif isinstance(event, Done):
-                writer.event(
-                    {
-                        "id": request_id,
-                        "type": "done",
-                        "finish_reasons": event.finish_reasons,
-                        "usage": event.usage,
-                        "model": event.model,
-                    }
-                )
+        _answer(request_id, envelope, client, writer, cancel)
     except Cancelled:
         writer.forget(request_id)
     except ChatAIError as error:
         writer.event({"id": request_id, "type": "error", **error.to_event()})
+    except Exception as error:
+        writer.event(
+            {
+                "id": request_id,
+                "type": "error",
+                **InternalError.wrapping(error).to_event(),
+            }
+        )
+
+
+def _answer(
+    request_id: Any, envelope: Any, client: Client, writer: EventWriter, cancel: Cancel
+) -> None:
+    if isinstance(envelope, dict) and envelope.get("dry_run"):
+        preview = parse_request(envelope, require_key=False).preview()
+        text = json.dumps(preview, ensure_ascii=False, indent=2)
+        writer.event(
+            {"id": request_id, "type": "preview", "request": preview, "text": text}
+        )
+        return
+    request = parse_request(envelope)
+    events = client.complete(request, before_wait=writer.flush, cancel=cancel)
+    for event in events:
+        if isinstance(event, Delta):
+            writer.delta(request_id, event.choice, event.text)
+        elif isinstance(event, Retry):
+            writer.event(
+                {
+                    "id": request_id,
+                    "type": "retry",
+                    "attempt": event.attempt,
+                    "retries": event.retries,
+                    "wait": event.wait,
+                    "message": retry_line(event),
+                }
+            )
+        elif isinstance(event, Done):
+            writer.event(
+                {
+                    "id": request_id,
+                    "type": "done",
+                    "finish_reasons": event.finish_reasons,
+                    "usage": event.usage,
+                    "model": event.model,
+                }
+            )
+            return
+    raise InternalError("the reply ended without a final event; please report this")
 
 
 def providers_event(message: dict[str, Any]) -> dict[str, Any]:
@@ -209,18 +230,21 @@ def serve(lines: Iterable[bytes], output: IO[bytes]) -> None:
             if isinstance(message, dict) and message.get("type") == "hello":
                 writer.event(hello_event(message.get("id")))
                 continue
+            request_id = message.get("id") if isinstance(message, dict) else None
+            if not isinstance(request_id, str | int | float | None):
+                # Not a key a cancel could name; answering it rejects it.
+                request_id = None
             if isinstance(message, dict) and message.get("type") == "cancel":
-                entry = running.get(message.get("id"))
+                entry = running.get(request_id)
                 if entry:
                     entry[1]()
                 continue
-            for request_id in [i for i, (t, _) in running.items() if not t.is_alive()]:
-                del running[request_id]
+            for finished in [i for i, (t, _) in running.items() if not t.is_alive()]:
+                del running[finished]
             cancel = Cancel()
             thread = threading.Thread(
                 target=answer, args=(message, client, writer, cancel), daemon=True
             )
-            request_id = message.get("id") if isinstance(message, dict) else None
             running[request_id if request_id is not None else id(thread)] = (
                 thread,
                 cancel,

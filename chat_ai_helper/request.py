@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from chat_ai_helper.errors import ConfigError
+from chat_ai_helper.errors import ConfigError, shown
 from chat_ai_helper.providers import DEFAULT_BASE_URL, resolve
 
 DEFAULT_TIMEOUT = 600.0
+MAX_TIMEOUT = 86400.0
 DEFAULT_MAX_RETRIES = 2
 CONNECT_TIMEOUT = 10.0
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -31,7 +32,7 @@ def _number(low: float, high: float) -> Checker:
             or not low <= value <= high
         ):
             raise ConfigError(
-                f"{name} must be a number from {low:g} to {high:g}, not {value!r}",
+                f"{name} must be a number from {low:g} to {high:g}, not {shown(value)}",
                 name,
             )
         return value
@@ -49,7 +50,7 @@ def _integer(low: int, high: int | None = None) -> Checker:
         ):
             bound = f"from {low} to {high}" if high is not None else f"of {low} or more"
             raise ConfigError(
-                f"{name} must be a whole number {bound}, not {value!r}", name
+                f"{name} must be a whole number {bound}, not {shown(value)}", name
             )
         return value
 
@@ -58,13 +59,24 @@ def _integer(low: int, high: int | None = None) -> Checker:
 
 def _boolean(name: str, value: Any) -> Any:
     if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, not {value!r}", name)
+        raise ConfigError(f"{name} must be true or false, not {shown(value)}", name)
     return value
 
 
 def _string(name: str, value: Any) -> Any:
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{name} must be a non-empty string, not {value!r}", name)
+        raise ConfigError(
+            f"{name} must be a non-empty string, not {shown(value)}", name
+        )
+    return value
+
+
+def _name(name: str, value: Any) -> Any:
+    _string(name, value)
+    if not value.isprintable():
+        raise ConfigError(
+            f"{name} must be one line of printable text, not {shown(value)}", name
+        )
     return value
 
 
@@ -78,13 +90,14 @@ def _stop(name: str, value: Any) -> Any:
     ):
         return value
     raise ConfigError(
-        f"{name} must be a string or a list of up to 4 strings, not {value!r}", name
+        f"{name} must be a string or a list of up to 4 strings, not {shown(value)}",
+        name,
     )
 
 
 def _object(name: str, value: Any) -> Any:
     if not isinstance(value, dict):
-        raise ConfigError(f"{name} must be a JSON object, not {value!r}", name)
+        raise ConfigError(f"{name} must be a JSON object, not {shown(value)}", name)
     return value
 
 
@@ -92,12 +105,16 @@ def _logit_bias(name: str, value: Any) -> Any:
     _object(name, value)
     for token, bias in value.items():
         if not token.isdigit():
-            raise ConfigError(f"{name} keys must be token ids, not {token!r}", name)
+            raise ConfigError(
+                f"{name} keys must be token ids, not {shown(token)}", name
+            )
         if isinstance(bias, bool) or not isinstance(bias, int | float):
-            raise ConfigError(f"{name}[{token}] must be a number, not {bias!r}", name)
+            raise ConfigError(
+                f"{name}[{token}] must be a number, not {shown(bias)}", name
+            )
         if not -100 <= bias <= 100:
             raise ConfigError(
-                f"{name}[{token}] must be from -100 to 100, not {bias!r}", name
+                f"{name}[{token}] must be from -100 to 100, not {shown(bias)}", name
             )
     return value
 
@@ -106,7 +123,9 @@ def _metadata(name: str, value: Any) -> Any:
     _object(name, value)
     for key, item in value.items():
         if not isinstance(item, str):
-            raise ConfigError(f"{name}[{key}] must be a string, not {item!r}", name)
+            raise ConfigError(
+                f"{name}[{key}] must be a string, not {shown(item)}", name
+            )
     return value
 
 
@@ -130,7 +149,7 @@ def _response_format(name: str, value: Any) -> Any:
     if value.get("type") not in ("text", "json_object", "json_schema"):
         raise ConfigError(
             f"{name} type must be text, json_object or json_schema, not "
-            f"{value.get('type')!r}",
+            f"{shown(value.get('type'))}",
             name,
         )
     return value
@@ -153,7 +172,7 @@ def _messages(name: str, value: Any) -> Any:
 
 
 FIELDS: dict[str, Checker] = {
-    "model": _string,
+    "model": _name,
     "messages": _messages,
     "temperature": _number(0, 2),
     "top_p": _number(0, 1),
@@ -315,10 +334,12 @@ def parse_request(
     if (
         isinstance(timeout, bool)
         or not isinstance(timeout, int | float)
-        or timeout <= 0
+        or not 0 < timeout <= MAX_TIMEOUT
     ):
         raise ConfigError(
-            f"timeout must be a positive number of seconds, not {timeout!r}", "timeout"
+            f"timeout must be a number of seconds above 0 and at most "
+            f"{MAX_TIMEOUT:g}, not {shown(timeout)}",
+            "timeout",
         )
     max_retries = envelope.get("max_retries", DEFAULT_MAX_RETRIES)
     if (
@@ -327,7 +348,8 @@ def parse_request(
         or not (0 <= max_retries <= 10)
     ):
         raise ConfigError(
-            f"max_retries must be a whole number from 0 to 10, not {max_retries!r}",
+            "max_retries must be a whole number from 0 to 10, "
+            f"not {shown(max_retries)}",
             "max_retries",
         )
     return ChatRequest(

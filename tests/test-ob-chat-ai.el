@@ -302,13 +302,13 @@ hi
 
 (ert-deftest ob-chat-ai-test-bad-values-are-refused-before-sending ()
   (dolist (case '((":temperature hot"
-                   "chat-ai: :temperature must be a number from 0 to 2, not 'hot'")
+                   "chat-ai: :temperature must be a number from 0 to 2, not \"hot\"")
                   (":n 0" "chat-ai: :n must be a whole number from 1 to 128, not 0")
-                  (":stream maybe" "chat-ai: :stream must be true or false, not 'maybe'")
+                  (":stream maybe" "chat-ai: :stream must be true or false, not \"maybe\"")
                   (":logit-bias {oops" "chat-ai: :logit-bias is not valid JSON")
                   (":role-system boss" "chat-ai: :role-system must be system or developer")
                   (":timeout soon"
-                   "chat-ai: :timeout must be a positive number of seconds")))
+                   "chat-ai: :timeout must be a number of seconds above 0 and at most 86400")))
     (ob-chat-ai-test-with-org
         (format "before\n#+begin_src chat-ai :model m %s\nhi\n#+end_src\nafter\n"
                 (car case))
@@ -806,7 +806,7 @@ you sent no key. (the server failed; try again later); retrying in 0.0 s (1 of 2
   (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :max-retries lots\nhi\n#+end_src\n"
     (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
                    "chat-ai: :max-retries must be a whole number from 0 to 10, \
-not 'lots'"))))
+not \"lots\""))))
 
 (ert-deftest ob-chat-ai-test-cut-stream-keeps-the-text ()
   (ob-chat-ai-test-with-org "#+begin_src chat-ai :model cut\nabcdefghijkl\n#+end_src\n"
@@ -1474,6 +1474,210 @@ providers.json object.")
                   (should (equal (ob-chat-ai-test-canonical (alist-get 'body block))
                                  (ob-chat-ai-test-canonical (alist-get 'body cli)))))))))
       (delete-file file))))
+
+;;;; Tests: whatever the server or the helper sends, each block ends
+
+(defvar ob-chat-ai-test-hostile nil
+  "The hostile server process (tests/hostile_server.py).")
+
+(defun ob-chat-ai-test-hostile-url ()
+  "Start the hostile server unless it runs, and return its base URL."
+  (unless (process-live-p ob-chat-ai-test-hostile)
+    (let ((buffer (generate-new-buffer " *hostile server*")))
+      (setq ob-chat-ai-test-hostile
+            (make-process
+             :name "hostile-server"
+             :buffer buffer
+             :command (list ob-chat-ai-test-python
+                            (expand-file-name "tests/hostile_server.py"
+                                              ob-chat-ai-test-root))
+             :coding 'utf-8-unix
+             :noquery t
+             :connection-type 'pipe))
+      (with-current-buffer buffer
+        (with-timeout (30 (error "The hostile server did not start"))
+          (while (not (string-match "{\"port\": \\([0-9]+\\)}" (buffer-string)))
+            (accept-process-output ob-chat-ai-test-hostile 0.1))))))
+  (with-current-buffer (process-buffer ob-chat-ai-test-hostile)
+    (string-match "{\"port\": \\([0-9]+\\)}" (buffer-string))
+    (format "http://127.0.0.1:%s/v1" (match-string 1 (buffer-string)))))
+
+(defun ob-chat-ai-test-hostile-block (model &optional headers)
+  "Return a block asking MODEL of the hostile server, with more HEADERS."
+  (format "#+begin_src chat-ai :model %s :base-url %s :max-retries 0%s\nSay hello\n#+end_src\n"
+          model (ob-chat-ai-test-hostile-url) (or headers "")))
+
+(defconst ob-chat-ai-test-hostile-cases
+  '(("content-42" "choices[0].delta.content is 42, not a string")
+    ("choices-oops" "choices[0] is \"oops\", not an object")
+    ("delta-text" "choices[0].delta is \"text\", not an object")
+    ("index-zero" "choices[0].index is \"zero\", not 0")
+    ("index-big" "choices[0].index is 1000000000000, not 0")
+    ("chunk-array" "[1, 2] is not an object")
+    ("truncated" "not JSON")
+    ("no-done@close" "the stream ended before [DONE]")
+    ("bad-utf8" "bytes that are not UTF-8")
+    ("event-error" "Overloaded, try later")
+    ("bad-gzip" "could not be decompressed")
+    ("short-length" "the connection closed mid-stream")
+    ("whole-choices-ints" "choices[0] is 1, not an object" " :stream no")
+    ("whole-message-string" "choices[0].message is \"hi\", not an object" " :stream no")
+    ("whole-index-zero" "choices[0].index is \"zero\", not 0" " :stream no"))
+  "Hostile scenarios, a phrase of the error line each ends with, and header args.")
+
+(ert-deftest ob-chat-ai-test-hostile-replies-end-each-block-with-one-line ()
+  (dolist (case ob-chat-ai-test-hostile-cases)
+    (ob-chat-ai-test-with-org (ob-chat-ai-test-hostile-block (car case) (nth 2 case))
+      (let* ((result (ob-chat-ai-test-run))
+             (line (car (last (split-string result "\n")))))
+        (should (string-prefix-p "chat-ai error: " line))
+        (should (string-search (nth 1 case) line))
+        (should (or (equal result line)
+                    (string-suffix-p (concat "\n\n" line) result))))))
+  (dolist (model '("good" "good@close" "gzip@length" "crlf" "keepalive"))
+    (ob-chat-ai-test-with-org (ob-chat-ai-test-hostile-block model)
+      (should (equal (ob-chat-ai-test-run) "Hello, wörld 🎉 — fine")))))
+
+(ert-deftest ob-chat-ai-test-hostile-replies-resolve-async-placeholders ()
+  (ob-chat-ai-test-async
+      (concat (ob-chat-ai-test-hostile-block "content-42")
+              (ob-chat-ai-test-hostile-block "index-zero@close")
+              (ob-chat-ai-test-hostile-block "whole-message-string" " :stream no")
+              (ob-chat-ai-test-hostile-block "good@close"))
+    (org-babel-execute-buffer)
+    (let ((text (ob-chat-ai-test-idle)))
+      (should-not (string-search "waiting for" text))
+      (should (string-search ": chat-ai error: the stream held a malformed chunk: \
+choices[0].delta.content is 42" text))
+      (should (string-search ": chat-ai error: the stream held a malformed chunk: \
+choices[0].index is \"zero\"" text))
+      (should (string-search "choices[0].message is \"hi\", not an object" text))
+      (should (string-suffix-p "#+RESULTS:\n: Hello, wörld 🎉 — fine\n" text)))))
+
+(defconst ob-chat-ai-test-fake-helper-start
+  (concat "import json, sys\n"
+          "def requests():\n"
+          "    for line in sys.stdin:\n"
+          "        m = json.loads(line)\n"
+          "        if m.get('type') == 'hello':\n"
+          "            print(json.dumps({'id': m['id'], 'type': 'hello', "
+          "'version': 'fake', 'protocol': 1}), flush=True)\n"
+          "            continue\n"
+          "        yield m\n")
+  "Python that a fake helper starts with: `requests()' yields the requests.
+It answers Emacs's hello as a helper of today's protocol does.")
+
+(defun ob-chat-ai-test-fake-helper (script)
+  "Return a helper command running Python SCRIPT, which reads requests on stdin."
+  (list ob-chat-ai-test-python "-c"
+        (concat ob-chat-ai-test-fake-helper-start
+                "for m in requests():\n"
+                "    i = m['id']\n"
+                "    " script "\n")))
+
+(defmacro ob-chat-ai-test-with-fake-helper (script &rest body)
+  "Run BODY with the helper replaced by Python SCRIPT; stop it afterwards."
+  (declare (indent 1) (debug t))
+  `(let ((ob-chat-ai-helper-command (ob-chat-ai-test-fake-helper ,script)))
+     (unwind-protect (progn ,@body)
+       (when (process-live-p ob-chat-ai--helper)
+         (delete-process ob-chat-ai--helper)))))
+
+(ert-deftest ob-chat-ai-test-an-unreadable-event-ends-its-block ()
+  (dolist (case '(("{\"id\": i, \"type\": \"delta\", \"choice\": \"zero\", \"text\": \"x\"}"
+                   "the helper's delta event cannot be read: \
+choice is \"zero\", not the number of a choice")
+                  ("{\"id\": i, \"type\": \"delta\", \"choice\": 0, \"text\": 42}"
+                   "the helper's delta event cannot be read: \
+text is 42, not a string")
+                  ("{\"id\": i, \"type\": \"done\", \"finish_reasons\": 5}"
+                   "the helper's done event cannot be read: \
+finish_reasons is 5, not a list of reasons")
+                  ("{\"id\": i, \"type\": \"error\", \"message\": [1]}"
+                   "the helper's error event cannot be read: \
+message is (1), not a string")
+                  ("{\"id\": i}"
+                   "the helper sent an event that cannot be read: \
+it has no type")))
+    (let ((script (format "print(json.dumps(%s), flush=True)" (car case))))
+      (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
+        (ob-chat-ai-test-with-fake-helper script
+          (should (equal (ob-chat-ai-test-run)
+                         (concat "chat-ai error: " (cadr case)))))))
+    (let ((script (format "print(json.dumps(%s), flush=True)" (car case))))
+      (ob-chat-ai-test-async "#+begin_src chat-ai :model m\nhi\n#+end_src\n"
+        (ob-chat-ai-test-with-fake-helper script
+          (ob-chat-ai-test-execute "chat-ai")
+          (should (string-suffix-p (concat "#+RESULTS:\n: chat-ai error: " (cadr case) "\n")
+                                   (ob-chat-ai-test-idle))))))))
+
+(ert-deftest ob-chat-ai-test-a-failing-delta-callback-ends-its-request ()
+  (ob-chat-ai-test-with-org ""
+    (let* ((final nil)
+           (request (ob-chat-ai-process-send
+                     `((base_url . ,(ob-chat-ai-test-hostile-url))
+                       (body . ((model . "good")
+                                (messages . [((role . "user") (content . "hi"))])
+                                (stream . t))))
+                     :on-delta (lambda (_event) (error "Cannot show this"))
+                     :on-finish (lambda (event) (setq final event)))))
+      (ob-chat-ai-test-wait (lambda () final))
+      (should (eq (ob-chat-ai-request-final request) final))
+      (should (equal (alist-get 'message final)
+                     "the delta could not be shown: Cannot show this"))
+      (should-not (ob-chat-ai-process-open-requests)))))
+
+(ert-deftest ob-chat-ai-test-a-request-the-helper-forgot-ends-after-its-timeout ()
+  (let ((ob-chat-ai--silence-margin 1))
+    (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :timeout 1\nhi\n#+end_src\n"
+      (ob-chat-ai-test-with-fake-helper "pass"
+        (let ((result (ob-chat-ai-test-run)))
+          (should (string-match-p "\\`chat-ai error: the helper said nothing about \
+this request for [0-9]+ seconds; it was dropped" result))
+          (should (process-live-p ob-chat-ai--helper))
+          (should-not (ob-chat-ai-process-open-requests)))))
+    (ob-chat-ai-test-async "#+begin_src chat-ai :model m :timeout 1\nhi\n#+end_src\n"
+      (ob-chat-ai-test-with-fake-helper "pass"
+        (ob-chat-ai-test-execute "chat-ai")
+        (should (string-match-p "#\\+RESULTS:\n: chat-ai error: the helper said nothing"
+                                (ob-chat-ai-test-idle)))
+        (should-not ob-chat-ai--watchdog)))))
+
+(ert-deftest ob-chat-ai-test-a-late-event-of-a-cancelled-request-is-dropped ()
+  (ob-chat-ai-test-with-org ""
+    (let ((ob-chat-ai-helper-command
+           (list ob-chat-ai-test-python "-c"
+                 (concat ob-chat-ai-test-fake-helper-start
+                         "ids = []\n"
+                         "for m in requests():\n"
+                         "    if m.get('type') == 'cancel': continue\n"
+                         "    ids.append(m['id'])\n"
+                         "    if len(ids) == 2:\n"
+                         "        for i, t in ((ids[0], 'stale'), (ids[1], 'fresh')):\n"
+                         "            print(json.dumps({'id': i, 'type': 'delta', "
+                         "'choice': 0, 'text': t}))\n"
+                         "        print(json.dumps({'id': ids[1], 'type': 'done', "
+                         "'finish_reasons': ['stop']}), flush=True)\n")))
+          (texts nil))
+      (unwind-protect
+          (let ((first (ob-chat-ai-process-send '((body . ((model . "m")))))))
+            (ob-chat-ai-process-cancel first)
+            (let ((second (ob-chat-ai-process-send
+                           '((body . ((model . "m"))))
+                           :on-delta (lambda (event) (push (alist-get 'text event) texts)))))
+              (should (equal (alist-get 'type (ob-chat-ai-process-wait second)) "done"))
+              (should (equal texts '("fresh")))))
+        (when (process-live-p ob-chat-ai--helper)
+          (delete-process ob-chat-ai--helper))))))
+
+(ert-deftest ob-chat-ai-test-a-timeout-beyond-reason-is-refused ()
+  (dolist (timeout '("1e19" "0"))
+    (ob-chat-ai-test-with-org
+        (format "#+begin_src chat-ai :model m :timeout %s\nhi\n#+end_src\n" timeout)
+      (should (string-prefix-p
+               "chat-ai: :timeout must be a number of seconds above 0 and at most 86400, not "
+               (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)))
+      (should-not (ob-chat-ai-test-received)))))
 
 (provide 'test-ob-chat-ai)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat_ai_helper.sse import iter_sse_data
+from chat_ai_helper.sse import iter_sse_data, iter_sse_events
 
 STREAM = (
     'data: {"t": "Server-Sent Eventについて"}\n\n'
@@ -37,3 +37,13 @@ def test_events_survive_a_split_at_every_byte() -> None:
 
 def test_a_final_event_without_blank_line_is_still_read() -> None:
     assert list(iter_sse_data([b"data: last"])) == ["last"]
+
+
+def test_a_cr_lf_split_by_an_empty_read_is_one_line_end() -> None:
+    pieces = [b"data: a\r", b"", b"\ndata: b\r\n\r\n"]
+    assert list(iter_sse_data(pieces)) == ["a\nb"]
+
+
+def test_event_types_comments_and_a_bom_are_understood() -> None:
+    stream = b"\xef\xbb\xbf: hi\r\nevent: error\rdata: x\r\rid: 1\ndata: y\n\n"
+    assert list(iter_sse_events([stream])) == [("error", "x"), ("message", "y")]
