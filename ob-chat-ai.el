@@ -156,7 +156,8 @@ JSON object) or `json-or-string'.")
 (defun org-babel-execute:chat-ai (body params)
   "Execute a chat-ai BODY according to PARAMS and return the model's reply.
 When the block runs asynchronously, return a placeholder at once;
-the reply replaces it when it has come."
+the reply replaces it when it has come.  A request still running
+for the block is cancelled first."
   (if ob-chat-ai--finished-reply
       (prog1 ob-chat-ai--finished-reply
         (setq ob-chat-ai--finished-reply nil))
@@ -164,8 +165,11 @@ the reply replaces it when it has come."
     (if (ob-chat-ai--yes-p params :dry-run)
         (org-babel-expand-body:chat-ai body params)
       (let ((envelope (ob-chat-ai--envelope body params)))
+        (ob-chat-ai--drop-block-job)
         (if (ob-chat-ai--async-p params)
-            (ob-chat-ai--start-job envelope body params)
+            (progn
+              (ob-chat-ai--check-request envelope)
+              (ob-chat-ai--start-job envelope body params))
           (ob-chat-ai--run-sync envelope params))))))
 
 (defun org-babel-expand-body:chat-ai (body params)
@@ -179,7 +183,11 @@ Nothing is sent.  This is what \\[org-babel-expand-src-block] shows."
       (_ (ob-chat-ai--user-error "%s" (ob-chat-ai--invalid-message final))))))
 
 (defun ob-chat-ai--run-sync (envelope params)
-  "Send ENVELOPE, wait for the whole reply and return its text, as PARAMS ask."
+  "Send ENVELOPE, wait for the whole reply and return its text, as PARAMS ask.
+A request the helper finds invalid is a `user-error', and the buffer
+is left as it was.  A failed request's line stays in the echo area
+after Babel's own message; with :cache yes, only a whole reply keeps
+the hash Babel gives the result."
   (let* ((pieces nil)
          (request (ob-chat-ai-process-send
                    envelope
@@ -190,8 +198,31 @@ Nothing is sent.  This is what \\[org-babel-expand-src-block] shows."
     (let ((final (ob-chat-ai-process-wait request)))
       (when (equal (alist-get 'kind final) "invalid")
         (ob-chat-ai--user-error "%s" (ob-chat-ai--invalid-message final)))
-      (ob-chat-ai--reply-text (ob-chat-ai--choice-texts pieces) final params
-                              (ob-chat-ai--heading-level)))))
+      (let* ((texts (ob-chat-ai--choice-texts pieces params))
+             (echo (ob-chat-ai-reply-echo final))
+             (uncached (and (ob-chat-ai--yes-p params :cache)
+                            (not (ob-chat-ai-reply-complete-p texts final)))))
+        (when echo
+          (message "%s" echo))
+        (when (and (or echo uncached) (ob-chat-ai--at-src-block-p))
+          (let ((block (copy-marker org-babel-current-src-block-location)))
+            (ob-chat-ai--after-babel
+             (lambda ()
+               (when uncached
+                 (save-excursion
+                   (goto-char block)
+                   (ob-chat-ai--set-result-hash nil)))
+               (set-marker block nil)
+               (when echo
+                 (message "%s" echo))))))
+        (ob-chat-ai--reply-text texts final params (ob-chat-ai--heading-level))))))
+
+(defun ob-chat-ai--check-request (envelope)
+  "Signal a `user-error' when the helper finds ENVELOPE invalid; send nothing."
+  (let ((final (ob-chat-ai-process-wait
+                (ob-chat-ai-process-send (cons '(dry_run . t) envelope)))))
+    (when (equal (alist-get 'kind final) "invalid")
+      (ob-chat-ai--user-error "%s" (ob-chat-ai--invalid-message final)))))
 
 (defun ob-chat-ai--model (envelope)
   "Return the model named in ENVELOPE."

@@ -131,9 +131,22 @@ keys and base URLs of the environment and of auth-source are hidden."
     (while (not (funcall condition))
       (accept-process-output nil 0.02))))
 
+(defun ob-chat-ai-test-shown ()
+  "Return the text of the current buffer as it shows, overlay strings included."
+  (let ((text (buffer-string))
+        (overlays (sort (seq-filter (lambda (overlay) (overlay-get overlay 'after-string))
+                                    (overlays-in (point-min) (point-max)))
+                        (lambda (a b) (> (overlay-end a) (overlay-end b))))))
+    (dolist (overlay overlays)
+      (let ((at (- (overlay-end overlay) (point-min))))
+        (setq text (concat (substring text 0 at)
+                           (substring-no-properties (overlay-get overlay 'after-string))
+                           (substring text at)))))
+    text))
+
 (defun ob-chat-ai-test-wait-for (text)
-  "Wait until TEXT shows in the current buffer."
-  (ob-chat-ai-test-wait (lambda () (string-search text (buffer-string)))))
+  "Wait until TEXT shows in the current buffer, in its text or an overlay's."
+  (ob-chat-ai-test-wait (lambda () (string-search text (ob-chat-ai-test-shown)))))
 
 (defun ob-chat-ai-test-helpers ()
   "Return the live chat-ai helper processes."
@@ -861,8 +874,9 @@ is the server running?"))))
 (ert-deftest ob-chat-ai-test-async-returns-a-placeholder-then-the-reply ()
   (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabcdefghijkl\n#+end_src\n"
     (ob-chat-ai-test-execute "chat-ai")
-    (should (string-suffix-p "#+RESULTS:\n: chat-ai: waiting for slow...\n"
-                             (buffer-string)))
+    (should (equal (buffer-string) "#+begin_src chat-ai :model slow\nabcdefghijkl\n#+end_src\n"))
+    (should (string-match-p "#\\+end_src\n: chat-ai: waiting for slow\\.\\.\\.  \\[0s, 0 chars\\]\n\\'"
+                            (ob-chat-ai-test-shown)))
     (should (= 1 (length ob-chat-ai--jobs)))
     (should (string-suffix-p "#+RESULTS:\n: abcdefghijkl\n" (ob-chat-ai-test-idle)))))
 
@@ -870,10 +884,13 @@ is the server running?"))))
   (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabc\ndef\nghi\n#+end_src\n\nAfter.\n"
     (ob-chat-ai-test-execute "chat-ai")
     (ob-chat-ai-test-wait-for "\n: abc")
-    (should-not (string-search "waiting for" (buffer-string)))
-    (should-not (string-search ": ghi" (buffer-string)))
+    (should-not (string-search "waiting for" (ob-chat-ai-test-shown)))
+    (should-not (string-search ": ghi" (ob-chat-ai-test-shown)))
     (ob-chat-ai-test-wait-for "\n: def")
-    (should (string-suffix-p "\n\nAfter.\n" (buffer-string)))
+    (should (string-suffix-p "\n\nAfter.\n" (ob-chat-ai-test-shown)))
+    (goto-char (point-min))
+    (should-not (string-search "abc" (buffer-substring (search-forward "#+end_src")
+                                                       (point-max))))
     (should (string-suffix-p "#+RESULTS:\n: abc\n: def\n: ghi\n\nAfter.\n"
                              (ob-chat-ai-test-idle)))))
 
