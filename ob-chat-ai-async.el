@@ -117,22 +117,24 @@ then still names the referring block as the one it runs."
 
 (defun ob-chat-ai--drop-block-job ()
   "Cancel the request still running for the block Babel runs now, if any.
-Its reply is dropped: the block is being run again."
+Its reply is dropped: the block is being run again.  Return non-nil
+when there was one."
   (let ((job (ob-chat-ai--block-job)))
     (when job
       (setf (ob-chat-ai--job-dropped job) t)
       (ob-chat-ai-process-cancel (ob-chat-ai--job-request job))
-      (message "chat-ai: cancelled the earlier request of this block"))))
+      t)))
 
-(defun ob-chat-ai--start-job (envelope body params)
+(defun ob-chat-ai--start-job (envelope body params &optional again)
   "Send ENVELOPE for the block with BODY and PARAMS; return a placeholder.
 Babel puts the placeholder in the results and then runs
 `org-babel-after-execute-hook'; that change is taken back at once,
-so the buffer is left as it was until the reply is complete."
+so the buffer is left as it was until the reply is complete.  AGAIN
+says that an earlier request of the block was cancelled for this one."
   (let* ((placeholder (ob-chat-ai-reply-placeholder
                        (alist-get 'model (alist-get 'body envelope))))
          (job (ob-chat-ai--job-create
-               :block (copy-marker org-babel-current-src-block-location)
+               :block (copy-marker org-babel-current-src-block-location t)
                :body body
                :params params
                :placeholder placeholder
@@ -146,7 +148,7 @@ so the buffer is left as it was until the reply is complete."
            :on-retry #'ob-chat-ai--report-retry
            :on-finish (lambda (event) (ob-chat-ai--job-finish job event))))
     (push job ob-chat-ai--jobs)
-    (ob-chat-ai--take-back-placeholder job)
+    (ob-chat-ai--take-back-placeholder job again)
     (add-hook 'kill-buffer-hook #'ob-chat-ai--cancel-buffer-jobs nil t)
     (unless ob-chat-ai--progress-timer
       (setq ob-chat-ai--progress-timer
@@ -174,11 +176,13 @@ this time."
     (setq-local org-babel-after-execute-hook
                 (cons once (and (not instead) (if local old '(t)))))))
 
-(defun ob-chat-ai--take-back-placeholder (job)
+(defun ob-chat-ai--take-back-placeholder (job again)
   "Undo Babel's insertion of JOB's placeholder once it is done.
 The change leaves no trace in the undo list, and nothing runs
 `org-babel-after-execute-hook' for it; the cache hash Babel gave
-the block is kept for the finished reply."
+the block is kept for the finished reply.  The echo area then says
+that the reply is awaited, and AGAIN that an earlier request was
+cancelled."
   (let ((undo buffer-undo-list))
     (when (eq undo t)
       (setq buffer-undo-list nil))
@@ -196,7 +200,9 @@ the block is kept for the finished reply."
                  (inhibit-read-only t))
              (primitive-undo 1 changes)))
          (setq buffer-undo-list (if (eq undo t) t since))
-         (ob-chat-ai--job-show job))
+         (ob-chat-ai--job-show job)
+         (message "%s%s" (ob-chat-ai--job-placeholder job)
+                  (if again " (the earlier request of this block is cancelled)" "")))
        t))))
 
 (defun ob-chat-ai--result-hash ()

@@ -165,11 +165,11 @@ for the block is cancelled first."
     (if (ob-chat-ai--yes-p params :dry-run)
         (org-babel-expand-body:chat-ai body params)
       (let ((envelope (ob-chat-ai--envelope body params)))
-        (ob-chat-ai--drop-block-job)
         (if (ob-chat-ai--async-p params)
             (progn
               (ob-chat-ai--check-request envelope)
-              (ob-chat-ai--start-job envelope body params))
+              (ob-chat-ai--start-job envelope body params (ob-chat-ai--drop-block-job)))
+          (ob-chat-ai--drop-block-job)
           (ob-chat-ai--run-sync envelope params))))))
 
 (defun org-babel-expand-body:chat-ai (body params)

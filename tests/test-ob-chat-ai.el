@@ -595,9 +595,9 @@ Run **this**:
 
 (defconst ob-chat-ai-test-markdown-as-org
   ":results:
-** Plan
+,** Plan
 Run *this*:
-#+begin_src sh
+#+begin_src sh :eval never
 ,* not a heading
 ,#+end_src
 #+end_src
@@ -620,6 +620,7 @@ Run *this*:
               (ob-chat-ai-test-escaped ob-chat-ai-test-markdown))
     (ob-chat-ai-test-execute "^#\\+begin_src")
     (ob-chat-ai-test-wait-for ": ** Plan")
+    (should-not (string-search "#+RESULTS" (buffer-string)))
     (should (string-suffix-p (concat "#+RESULTS:\n" ob-chat-ai-test-markdown-as-org)
                              (ob-chat-ai-test-idle)))))
 
