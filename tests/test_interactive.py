@@ -259,7 +259,8 @@ def test_errors_stay_in_the_echo_area(server: LoopbackServer, tmp_path: Path) ->
     notes = tmp_path / "errors.org"
     url = server.base_url
     notes.write_text(
-        f"#+begin_src chat-ai :model m :temperature 9 :base-url {url}\nhot\n#+end_src\n\n"
+        f"#+begin_src chat-ai :model m :temperature 9 :base-url {url}\n"
+        "hot\n#+end_src\n\n"
         f"#+begin_src chat-ai :model error-400 :base-url {url}\nfails\n#+end_src\n\n"
         f"#+begin_src chat-ai :model error-400 :async no :base-url {url}\n"
         "waits and fails\n#+end_src\n",
