@@ -179,6 +179,17 @@ def echo_area(screen: str) -> str:
     return screen.rstrip("\n").splitlines()[-1]
 
 
+def shows_error(count: int) -> Callable[[str], bool]:
+    """Return a test of a screen with COUNT error results, one in the echo area."""
+
+    def test(screen: str) -> bool:
+        return screen.count(": chat-ai error: HTTP 400") == count and echo_area(
+            screen
+        ).startswith("chat-ai error: HTTP 400")
+
+    return test
+
+
 NEXT_BLOCK = "#+name: next\n#+begin_src emacs-lisp\n(+ 1 2)\n#+end_src\n"
 
 
@@ -282,11 +293,7 @@ def test_errors_stay_in_the_echo_area(server: LoopbackServer, tmp_path: Path) ->
             terminal.keys("Enter")
             terminal.keys("C-c", "C-c")
             terminal.wait_for(
-                lambda s, count=count: (
-                    s.count(": chat-ai error: HTTP 400") == count
-                    and echo_area(s).startswith("chat-ai error: HTTP 400")
-                ),
-                f"the error of {search!r} in the results and the echo area",
+                shows_error(count), f"the error of {search!r} in results and echo area"
             )
     finally:
         terminal.close()
