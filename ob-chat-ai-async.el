@@ -283,10 +283,10 @@ replies show their end, and long lines are broken."
              do (push piece pieces)
              (cl-incf size (length piece)))
     (let* ((text (apply #'concat pieces))
-           (cut (> (ob-chat-ai--job-chars job) (length text)))
-           (tail (if (and cut (> (length text) ob-chat-ai--preview-limit))
+           (tail (if (> (length text) ob-chat-ai--preview-limit)
                      (substring text (- ob-chat-ai--preview-limit))
                    text))
+           (cut (> (ob-chat-ai--job-chars job) (length tail)))
            (lines (if (string-empty-p tail)
                       (list (ob-chat-ai--job-placeholder job))
                     (mapcan #'ob-chat-ai--preview-line (split-string tail "\n")))))
@@ -301,11 +301,11 @@ replies show their end, and long lines are broken."
 
 (defun ob-chat-ai--preview-line (line)
   "Return LINE as the lines of a preview, broken where it is too long."
-  (let ((lines nil))
-    (while (> (length line) ob-chat-ai--preview-line-width)
-      (push (substring line 0 ob-chat-ai--preview-line-width) lines)
-      (setq line (substring line ob-chat-ai--preview-line-width)))
-    (nreverse (cons line lines))))
+  (let ((width ob-chat-ai--preview-line-width))
+    (if (<= (length line) width)
+        (list line)
+      (cl-loop for start from 0 below (length line) by width
+               collect (substring line start (min (length line) (+ start width)))))))
 
 (defun ob-chat-ai--job-block-live-p (job)
   "Return non-nil when JOB's block is still where it was, in a live buffer."
@@ -346,13 +346,16 @@ replies show their end, and long lines are broken."
 (defun ob-chat-ai--job-insert (job text complete)
   "Put TEXT in the results of JOB's block, through Babel's result handling.
 All of it is one change to undo.  With :cache yes, the block's hash
-goes with TEXT only when it is a COMPLETE reply."
+goes with TEXT only when it is a COMPLETE reply.  TEXT with a very
+long line goes in an example block, never in fixed-width lines."
   (with-current-buffer (ob-chat-ai--job-buffer job)
     (save-excursion
       (goto-char (ob-chat-ai--job-block job))
       (let ((info (org-babel-get-src-block-info 'no-eval))
             (ob-chat-ai--finished-reply text)
             (org-confirm-babel-evaluate nil)
+            (org-babel-min-lines-for-block-output
+             (if (ob-chat-ai-reply-long-line-p text) 0 org-babel-min-lines-for-block-output))
             (change (progn (undo-boundary) (prepare-change-group))))
         (setf (nth 1 info) (ob-chat-ai--job-body job)
               (nth 2 info) (cons '(:noweb . "no")

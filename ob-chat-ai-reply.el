@@ -228,6 +228,22 @@ inserts the text as Org, by Babel's definition."
   "Return TEXT without the commas put before drawer lines to contain it."
   (replace-regexp-in-string "^\\([ \t]*\\),\\(:[-_[:alnum:]]+:[ \t]*\\)$" "\\1\\2" text t))
 
+(defconst ob-chat-ai-reply-long-line 10000
+  "How long a line of a reply may be and still be shown as a fixed-width line.
+Org's font-lock reads a fixed-width line with a regexp that overflows
+on a line of a few hundred thousand characters, and Emacs then stops
+answering; a reply with a longer line goes in an example block.")
+
+(defun ob-chat-ai-reply-long-line-p (text)
+  "Return non-nil when TEXT has a line longer than `ob-chat-ai-reply-long-line'."
+  (let ((start 0)
+        (long nil))
+    (while (and start (not long))
+      (let ((end (string-search "\n" text start)))
+        (setq long (> (- (or end (length text)) start) ob-chat-ai-reply-long-line)
+              start (and end (1+ end)))))
+    long))
+
 (defun ob-chat-ai--heading-level ()
   "Return the level of the heading at point, 0 before the first heading."
   (or (org-current-level) 0))

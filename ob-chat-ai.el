@@ -187,7 +187,8 @@ Nothing is sent.  This is what \\[org-babel-expand-src-block] shows."
 A request the helper finds invalid is a `user-error', and the buffer
 is left as it was.  A failed request's line stays in the echo area
 after Babel's own message; with :cache yes, only a whole reply keeps
-the hash Babel gives the result."
+the hash Babel gives the result.  A reply with a very long line goes
+in an example block."
   (let* ((pieces nil)
          (request (ob-chat-ai-process-send
                    envelope
@@ -215,7 +216,23 @@ the hash Babel gives the result."
                (set-marker block nil)
                (when echo
                  (message "%s" echo))))))
-        (ob-chat-ai--reply-text texts final params (ob-chat-ai--heading-level))))))
+        (let ((text (ob-chat-ai--reply-text texts final params
+                                            (ob-chat-ai--heading-level))))
+          (when (ob-chat-ai-reply-long-line-p text)
+            (ob-chat-ai--example-block-once))
+          text)))))
+
+(defun ob-chat-ai--example-block-once ()
+  "Make Babel put the next result of this buffer in an example block.
+Org's font-lock freezes Emacs on a very long fixed-width line."
+  (let ((local (local-variable-p 'org-babel-min-lines-for-block-output))
+        (old org-babel-min-lines-for-block-output))
+    (setq-local org-babel-min-lines-for-block-output 0)
+    (ob-chat-ai--after-babel
+     (lambda ()
+       (if local
+           (setq org-babel-min-lines-for-block-output old)
+         (kill-local-variable 'org-babel-min-lines-for-block-output))))))
 
 (defun ob-chat-ai--check-request (envelope)
   "Signal a `user-error' when the helper finds ENVELOPE invalid; send nothing."

@@ -1387,6 +1387,17 @@ answer
                                            '((:n . 2)))
                  '("a" "c"))))
 
+(ert-deftest ob-chat-ai-test-a-huge-one-line-reply-does-not-choke-font-lock ()
+  (dolist (async '(always nil))
+    (ob-chat-ai-test-async "#+begin_src chat-ai :model long-60000 :stream no\nhi\n#+end_src\n"
+      (let ((ob-chat-ai-async async))
+        (ob-chat-ai-test-execute "chat-ai"))
+      (let ((text (ob-chat-ai-test-idle)))
+        (should (string-search "#+RESULTS:\n#+begin_example\nword0 word1 " text))
+        (should (string-suffix-p " word59999 \n#+end_example\n" text)))
+      (font-lock-ensure)
+      (should-not (local-variable-p 'org-babel-min-lines-for-block-output)))))
+
 (provide 'test-ob-chat-ai)
 
 ;;; test-ob-chat-ai.el ends here
