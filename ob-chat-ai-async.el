@@ -95,7 +95,7 @@ whose text is needed at once always wait: during export, for
          (ob-chat-ai--at-src-block-p))))
 
 (defun ob-chat-ai--at-src-block-p ()
-  "Return non-nil when Babel runs the source block at point, of this buffer.
+  "Return non-nil when the block Babel is running is the one at point, here.
 It is not when it runs a #+CALL: line or an inline block, nor when
 it runs a block that another block refers to (:var, noweb): Babel
 then still names the referring block as the one it runs."
@@ -107,7 +107,7 @@ then still names the referring block as the one it runs."
                 (= (org-element-property :post-affiliated element) location))))))
 
 (defun ob-chat-ai--block-job ()
-  "Return the job of the block Babel runs now, or nil."
+  "Return the job of the block Babel is running, or nil."
   (let ((location org-babel-current-src-block-location))
     (and location
          (seq-find (lambda (job)
@@ -116,7 +116,7 @@ then still names the referring block as the one it runs."
                    ob-chat-ai--jobs))))
 
 (defun ob-chat-ai--drop-block-job ()
-  "Cancel the request still running for the block Babel runs now, if any.
+  "Cancel the request still running for the block Babel is running, if any.
 Its reply is dropped: the block is being run again.  Return non-nil
 when there was one."
   (let ((job (ob-chat-ai--block-job)))
@@ -159,22 +159,30 @@ says that an earlier request of the block was cancelled for this one."
     placeholder))
 
 (defun ob-chat-ai--after-babel (function &optional instead)
-  "Call FUNCTION once Babel has put the result of the block it runs in place.
+  "Call FUNCTION once Babel has put the result of its current block in place.
 That is when Babel runs `org-babel-after-execute-hook' in the
-current buffer.  With INSTEAD, the hook's own functions do not run
-this time."
+current buffer, before Emacs is next idle.  With INSTEAD, the hook's
+own functions do not run this time."
   (let* ((buffer (current-buffer))
          (local (local-variable-p 'org-babel-after-execute-hook))
          (old org-babel-after-execute-hook)
-         (once nil))
-    (setq once (lambda ()
-                 (with-current-buffer buffer
-                   (if local
-                       (setq org-babel-after-execute-hook old)
-                     (kill-local-variable 'org-babel-after-execute-hook)))
-                 (funcall function)))
+         (done nil)
+         (restore (lambda ()
+                    (unless done
+                      (setq done t)
+                      (when (buffer-live-p buffer)
+                        (with-current-buffer buffer
+                          (if local
+                              (setq org-babel-after-execute-hook old)
+                            (kill-local-variable 'org-babel-after-execute-hook))))
+                      t))))
     (setq-local org-babel-after-execute-hook
-                (cons once (and (not instead) (if local old '(t)))))))
+                (cons (lambda ()
+                        (when (funcall restore)
+                          (funcall function)))
+                      (and (not instead) (if local old '(t)))))
+    ;; Should Babel stop before it runs the hook, forget FUNCTION.
+    (run-at-time 0 nil restore)))
 
 (defun ob-chat-ai--take-back-placeholder (job again)
   "Undo Babel's insertion of JOB's placeholder once it is done.
@@ -275,7 +283,7 @@ replies show their end, and long lines are broken."
       (line-end-position))))
 
 (defun ob-chat-ai--preview (job)
-  "Return the text that shows JOB's reply as it streams, as fixed-width lines."
+  "Return the preview of JOB's reply as it streams, as fixed-width lines."
   (let ((pieces nil)
         (size 0))
     (cl-loop for piece in (ob-chat-ai--job-shown job)

@@ -235,7 +235,7 @@ Org's font-lock freezes Emacs on a very long fixed-width line."
          (kill-local-variable 'org-babel-min-lines-for-block-output))))))
 
 (defun ob-chat-ai--check-request (envelope)
-  "Signal a `user-error' when the helper finds ENVELOPE invalid; send nothing."
+  "Signal a `user-error' unless the helper accepts ENVELOPE as valid; send nothing."
   (let ((final (ob-chat-ai-process-wait
                 (ob-chat-ai-process-send (cons '(dry_run . t) envelope)))))
     (when (equal (alist-get 'kind final) "invalid")
