@@ -410,9 +410,10 @@ long line goes in an example block, never in fixed-width lines."
             (ob-chat-ai--job-progress (car (last ob-chat-ai--jobs))))))
 
 (defun ob-chat-ai--cancel-buffer-jobs ()
-  "Cancel the requests of the blocks of the current buffer."
+  "Cancel the requests of the blocks of the current buffer, which is killed."
   (dolist (job ob-chat-ai--jobs)
     (when (eq (ob-chat-ai--job-buffer job) (current-buffer))
+      (setf (ob-chat-ai--job-dropped job) t)
       (ob-chat-ai-process-cancel (ob-chat-ai--job-request job)))))
 
 (defun ob-chat-ai-cancel ()
