@@ -51,6 +51,11 @@ whose text is needed at once always wait: during export, for
 (defvar ob-chat-ai--finished-reply nil
   "The reply text to return at once, while a finished block is run again.")
 
+(defconst ob-chat-ai--preview-limit 4000
+  "How many characters of a streaming reply its preview shows, at most.")
+
+(defconst ob-chat-ai--preview-line-width 200
+  "How wide a line of a streaming reply's preview is, at most.")
 
 (cl-defstruct (ob-chat-ai--job (:constructor ob-chat-ai--job-create)
                                (:copier nil))
@@ -59,16 +64,16 @@ whose text is needed at once always wait: during export, for
   (block nil :documentation "A marker at the block's #+begin_src line.")
   (body nil :documentation "The body the request was made from.")
   (params nil :documentation "The processed header args of the block.")
-  (placeholder nil :documentation "The text Babel put in the results at first.")
+  (placeholder nil :documentation "The line the preview shows until text comes.")
   (deltas nil :documentation "The delta events so far, the last one first.")
   (chars 0 :documentation "How many characters have come.")
   (started nil :documentation "When the request started, as a float time.")
-  (start nil :documentation "A marker at the start of the streamed text.")
-  (end nil :documentation "A marker at the end of the streamed text.")
-  (hidden nil :documentation "Non-nil once the streamed text was deleted.")
-  (overlay nil :documentation "The overlay showing progress after the text.")
+  (overlay nil :documentation "The overlay that shows the reply as it streams.")
   (converter nil :documentation "The Markdown to Org converter, for :format org.")
-  (shown nil :documentation "The text shown of the first choice, the last piece first."))
+  (shown nil :documentation "The text shown of the first choice, the last piece first.")
+  (shown-at 0 :documentation "When the preview was last drawn, as a float time.")
+  (hash nil :documentation "The cache hash Babel gave the block, for a whole reply.")
+  (dropped nil :documentation "Non-nil once the job must leave the buffer alone."))
 
 (defvar ob-chat-ai--jobs nil
   "The blocks whose replies are on their way, the newest first.")
@@ -86,21 +91,46 @@ whose text is needed at once always wait: during export, for
          (or (not noninteractive) (eq ob-chat-ai-async 'always))
          (not (bound-and-true-p org-export-current-backend))
          (not (ob-chat-ai--param params :post))
-         (not (seq-intersection '("silent" "none") result-params))
+         (not (seq-intersection '("silent" "none" "file") result-params))
          (ob-chat-ai--at-src-block-p))))
 
 (defun ob-chat-ai--at-src-block-p ()
-  "Return non-nil when Babel is running a source block of this buffer.
-It is not when it runs a #+CALL: line or an inline block."
+  "Return non-nil when the block Babel is running is the one at point, here.
+It is not when it runs a #+CALL: line or an inline block, nor when
+it runs a block that another block refers to (:var, noweb): Babel
+then still names the referring block as the one it runs."
   (let ((location org-babel-current-src-block-location))
     (and location
          (or (not (markerp location)) (eq (marker-buffer location) (current-buffer)))
-         (save-excursion
-           (goto-char location)
-           (eq (org-element-type (org-element-at-point)) 'src-block)))))
+         (let ((element (org-element-at-point)))
+           (and (eq (org-element-type element) 'src-block)
+                (= (org-element-property :post-affiliated element) location))))))
 
-(defun ob-chat-ai--start-job (envelope body params)
-  "Send ENVELOPE for the block with BODY and PARAMS; return a placeholder."
+(defun ob-chat-ai--block-job ()
+  "Return the job of the block Babel is running, or nil."
+  (let ((location org-babel-current-src-block-location))
+    (and location
+         (seq-find (lambda (job)
+                     (and (eq (ob-chat-ai--job-buffer job) (current-buffer))
+                          (= (ob-chat-ai--job-block job) location)))
+                   ob-chat-ai--jobs))))
+
+(defun ob-chat-ai--drop-block-job ()
+  "Cancel the request still running for the block Babel is running, if any.
+Its reply is dropped: the block is being run again.  Return non-nil
+when there was one."
+  (let ((job (ob-chat-ai--block-job)))
+    (when job
+      (setf (ob-chat-ai--job-dropped job) t)
+      (ob-chat-ai-process-cancel (ob-chat-ai--job-request job))
+      t)))
+
+(defun ob-chat-ai--start-job (envelope body params &optional again)
+  "Send ENVELOPE for the block with BODY and PARAMS; return a placeholder.
+Babel puts the placeholder in the results and then runs
+`org-babel-after-execute-hook'; that change is taken back at once,
+so the buffer is left as it was until the reply is complete.  AGAIN
+says that an earlier request of the block was cancelled for this one."
   (let* ((placeholder (ob-chat-ai-reply-placeholder
                        (alist-get 'model (alist-get 'body envelope))))
          (job (ob-chat-ai--job-create
@@ -118,6 +148,7 @@ It is not when it runs a #+CALL: line or an inline block."
            :on-retry #'ob-chat-ai--report-retry
            :on-finish (lambda (event) (ob-chat-ai--job-finish job event))))
     (push job ob-chat-ai--jobs)
+    (ob-chat-ai--take-back-placeholder job again)
     (add-hook 'kill-buffer-hook #'ob-chat-ai--cancel-buffer-jobs nil t)
     (unless ob-chat-ai--progress-timer
       (setq ob-chat-ai--progress-timer
@@ -127,78 +158,162 @@ It is not when it runs a #+CALL: line or an inline block."
             (append global-mode-string '((:eval (ob-chat-ai--mode-line))))))
     placeholder))
 
+(defun ob-chat-ai--after-babel (function &optional instead)
+  "Call FUNCTION once Babel has put the result of its current block in place.
+That is when Babel runs `org-babel-after-execute-hook' in the
+current buffer, before Emacs is next idle.  With INSTEAD, the hook's
+own functions do not run this time."
+  (let* ((buffer (current-buffer))
+         (local (local-variable-p 'org-babel-after-execute-hook))
+         (old org-babel-after-execute-hook)
+         (done nil)
+         (restore (lambda ()
+                    (unless done
+                      (setq done t)
+                      (when (buffer-live-p buffer)
+                        (with-current-buffer buffer
+                          (if local
+                              (setq org-babel-after-execute-hook old)
+                            (kill-local-variable 'org-babel-after-execute-hook))))
+                      t))))
+    (setq-local org-babel-after-execute-hook
+                (cons (lambda ()
+                        (when (funcall restore)
+                          (funcall function)))
+                      (and (not instead) (if local old '(t)))))
+    ;; Should Babel stop before it runs the hook, forget FUNCTION.
+    (run-at-time 0 nil restore)))
+
+(defun ob-chat-ai--take-back-placeholder (job again)
+  "Undo Babel's insertion of JOB's placeholder once it is done.
+The change leaves no trace in the undo list, and nothing runs
+`org-babel-after-execute-hook' for it; the cache hash Babel gave
+the block is kept for the finished reply.  The echo area then says
+that the reply is awaited, and AGAIN that an earlier request was
+cancelled."
+  (let ((undo buffer-undo-list))
+    (when (eq undo t)
+      (setq buffer-undo-list nil))
+    (let ((since buffer-undo-list))
+      (ob-chat-ai--after-babel
+       (lambda ()
+         (setf (ob-chat-ai--job-hash job)
+               (save-excursion
+                 (goto-char (ob-chat-ai--job-block job))
+                 (ob-chat-ai--result-hash)))
+         (let ((changes (delq nil (cl-loop for entry on buffer-undo-list
+                                           until (eq entry since)
+                                           collect (car entry)))))
+           (let ((buffer-undo-list t)
+                 (inhibit-read-only t))
+             (primitive-undo 1 changes)))
+         (setq buffer-undo-list (if (eq undo t) t since))
+         (ob-chat-ai--job-show job)
+         (message "%s%s" (ob-chat-ai--job-placeholder job)
+                  (if again " (the earlier request of this block is cancelled)" "")))
+       t))))
+
+(defun ob-chat-ai--result-hash ()
+  "Return the cache hash on the results line of the block at point, or nil."
+  (save-excursion
+    (let ((where (org-babel-where-is-src-block-result)))
+      (when where
+        (goto-char where)
+        (let ((case-fold-search t))
+          (and (looking-at "[ \t]*#\\+results\\(\\[[^]\n]*\\]\\):")
+               (match-string-no-properties 1)))))))
+
+(defun ob-chat-ai--set-result-hash (hash)
+  "Put HASH, nil for none, on the results line of the block at point."
+  (save-excursion
+    (let ((where (org-babel-where-is-src-block-result))
+          (case-fold-search t))
+      (when where
+        (goto-char where)
+        (when (looking-at "[ \t]*#\\+results\\(\\[[^]\n]*\\]\\)?:")
+          (if (match-beginning 1)
+              (replace-match (or hash "") t t nil 1)
+            (when hash
+              (goto-char (1- (match-end 0)))
+              (insert hash))))))))
+
 (defun ob-chat-ai--job-buffer (job)
   "Return the buffer of JOB's block, or nil when it is gone."
   (let ((buffer (marker-buffer (ob-chat-ai--job-block job))))
     (and (buffer-live-p buffer) buffer)))
 
 (defun ob-chat-ai--job-delta (job event)
-  "Add delta EVENT to JOB and show its text in the results."
+  "Add delta EVENT to JOB and show its text under the block."
   (push event (ob-chat-ai--job-deltas job))
   (let* ((first (eql (alist-get 'choice event) 0))
          (converter (ob-chat-ai--job-converter job))
-         (raw (alist-get 'text event))
-         (text (if (and first converter) (ob-chat-ai-convert-feed converter raw) raw)))
+         (raw (alist-get 'text event)))
     (cl-incf (ob-chat-ai--job-chars job) (length raw))
     (when first
-      (push text (ob-chat-ai--job-shown job)))
-    (when (and first
-               (not (ob-chat-ai--job-hidden job))
-               (ob-chat-ai--job-buffer job))
-      (with-current-buffer (ob-chat-ai--job-buffer job)
-        (save-excursion
-          (let ((inhibit-read-only t)
-                (start (ob-chat-ai--job-start job))
-                (end (ob-chat-ai--job-end job)))
-            (cond
-             ((not end) (ob-chat-ai--job-open-region job))
-             ((and (< start end) (eq (char-after start) ?:))
-              (goto-char end)
-              (insert (ob-chat-ai--fixed-width text)))
-             (t (ob-chat-ai--job-hide job)))))))))
+      (push (if converter (ob-chat-ai-convert-feed converter raw) raw)
+            (ob-chat-ai--job-shown job))
+      (when (> (- (float-time) (ob-chat-ai--job-shown-at job)) 0.1)
+        (ob-chat-ai--job-show job)))))
 
-(defun ob-chat-ai--job-hide (job)
-  "Stop showing JOB's text, which was deleted; drop JOB if its block is gone."
-  (setf (ob-chat-ai--job-hidden job) t)
-  (set-marker (ob-chat-ai--job-start job) nil)
-  (set-marker (ob-chat-ai--job-end job) nil)
-  (setf (ob-chat-ai--job-start job) nil
-        (ob-chat-ai--job-end job) nil)
-  (unless (ob-chat-ai--job-block-live-p job)
-    (ob-chat-ai-process-cancel (ob-chat-ai--job-request job))))
+(defun ob-chat-ai--job-show (job)
+  "Show the text of JOB so far under its block, without changing the buffer.
+The text is an overlay's: it is not saved, read or undone.  Long
+replies show their end, and long lines are broken."
+  (setf (ob-chat-ai--job-shown-at job) (float-time))
+  (let ((buffer (ob-chat-ai--job-buffer job)))
+    (when buffer
+      (with-current-buffer buffer
+        (let ((overlay (ob-chat-ai--job-overlay job))
+              (end (ob-chat-ai--block-end job)))
+          (when end
+            (if overlay
+                (move-overlay overlay (ob-chat-ai--job-block job) end)
+              (setq overlay (make-overlay (ob-chat-ai--job-block job) end nil t nil))
+              (setf (ob-chat-ai--job-overlay job) overlay))
+            (overlay-put overlay 'after-string
+                         (ob-chat-ai--preview job))))))))
 
-(defun ob-chat-ai--fixed-width (text)
-  "Return TEXT with each line after the first marked as fixed-width."
-  (string-replace "\n" "\n: " text))
-
-(defun ob-chat-ai--job-open-region (job)
-  "Put the text of JOB so far where its placeholder is, as fixed-width lines.
-Do nothing while the placeholder cannot be found."
-  (let ((result (ob-chat-ai--job-result-region job)))
-    (when result
-      (goto-char (car result))
-      (when (search-forward (ob-chat-ai--job-placeholder job) (cdr result) t)
-        (let ((start (line-beginning-position)))
-          (delete-region start (line-end-position))
-          (goto-char start)
-          (setf (ob-chat-ai--job-start job) (copy-marker start)
-                (ob-chat-ai--job-end job) (copy-marker start t))
-          (insert ": " (ob-chat-ai--fixed-width
-                        (apply #'concat (reverse (ob-chat-ai--job-shown job)))))
-          (setf (ob-chat-ai--job-overlay job)
-                (make-overlay start (point) nil nil t)))))))
-
-(defun ob-chat-ai--job-result-region (job)
-  "Return (BEGIN . END) of the results of JOB's block, or nil."
+(defun ob-chat-ai--block-end (job)
+  "Return the end of the #+end_src line of JOB's block, or nil when it is gone."
   (when (ob-chat-ai--job-block-live-p job)
     (save-excursion
       (goto-char (ob-chat-ai--job-block job))
-      (let ((where (org-babel-where-is-src-block-result)))
-        (when where
-          (goto-char where)
-          (forward-line)
-          ;; Babel cannot tell where a raw result ends: search its first line.
-          (cons (point) (max (org-babel-result-end) (line-end-position))))))))
+      (goto-char (org-element-property :end (org-element-at-point)))
+      (skip-chars-backward " \t\n")
+      (line-end-position))))
+
+(defun ob-chat-ai--preview (job)
+  "Return the preview of JOB's reply as it streams, as fixed-width lines."
+  (let ((pieces nil)
+        (size 0))
+    (cl-loop for piece in (ob-chat-ai--job-shown job)
+             while (< size ob-chat-ai--preview-limit)
+             do (push piece pieces)
+             (cl-incf size (length piece)))
+    (let* ((text (apply #'concat pieces))
+           (tail (if (> (length text) ob-chat-ai--preview-limit)
+                     (substring text (- ob-chat-ai--preview-limit))
+                   text))
+           (cut (> (ob-chat-ai--job-chars job) (length tail)))
+           (lines (if (string-empty-p tail)
+                      (list (ob-chat-ai--job-placeholder job))
+                    (mapcan #'ob-chat-ai--preview-line (split-string tail "\n")))))
+      (concat "\n"
+              (propertize
+               (mapconcat (lambda (line) (concat ": " line))
+                          (if cut (cons "…" lines) lines)
+                          "\n")
+               'face 'org-code)
+              (propertize (format "  [%s]" (ob-chat-ai--job-progress job))
+                          'face 'shadow)))))
+
+(defun ob-chat-ai--preview-line (line)
+  "Return LINE as the lines of a preview, broken where it is too long."
+  (let ((width ob-chat-ai--preview-line-width))
+    (if (<= (length line) width)
+        (list line)
+      (cl-loop for start from 0 below (length line) by width
+               collect (substring line start (min (length line) (+ start width)))))))
 
 (defun ob-chat-ai--job-block-live-p (job)
   "Return non-nil when JOB's block is still where it was, in a live buffer."
@@ -213,59 +328,84 @@ Do nothing while the placeholder cannot be found."
                     (equal (org-element-property :language element) "chat-ai")
                     (= (org-element-property :post-affiliated element) block))))))))
 
+(defvar ob-chat-ai--executing nil
+  "Non-nil while Babel runs a chat-ai block, which may wait for the helper.
+A reply that comes meanwhile is put in its block afterwards: Babel is
+in the middle of changing the buffer, and holds positions in it.")
+
 (defun ob-chat-ai--job-finish (job event)
-  "End JOB with its final EVENT: put the finished reply through Babel."
+  "End JOB with its final EVENT: put the finished reply through Babel.
+While a chat-ai block is being run, wait until it has been; a job
+that was dropped has nothing to put, and ends at once."
+  (if (and ob-chat-ai--executing (not (ob-chat-ai--job-dropped job)))
+      (run-at-time 0.05 nil #'ob-chat-ai--job-finish job event)
+    (ob-chat-ai--job-end job event)))
+
+(defun ob-chat-ai--job-end (job event)
+  "End JOB with its final EVENT now: put the finished reply through Babel."
   (setq ob-chat-ai--jobs (delq job ob-chat-ai--jobs))
-  (let ((text (ob-chat-ai--reply-text
-               (ob-chat-ai--choice-texts (ob-chat-ai--job-deltas job))
-               event (ob-chat-ai--job-params job)
-               (let ((converter (ob-chat-ai--job-converter job)))
-                 (and converter (ob-chat-ai-convert-level converter))))))
-    (when (equal (alist-get 'type event) "done")
-      (message "chat-ai: answered in %.1fs" (- (float-time) (ob-chat-ai--job-started job))))
-    (when (ob-chat-ai--job-block-live-p job)
-      (ob-chat-ai--job-insert job text)))
+  (unless (ob-chat-ai--job-dropped job)
+    (let* ((texts (ob-chat-ai--choice-texts (ob-chat-ai--job-deltas job)
+                                            (ob-chat-ai--job-params job)))
+           (params (ob-chat-ai--job-params job))
+           (echo (ob-chat-ai-reply-echo event)))
+      (cond
+       ((equal (alist-get 'kind event) "invalid"))
+       ((ob-chat-ai--job-block-live-p job)
+        (ob-chat-ai--job-insert
+         job
+         (ob-chat-ai--reply-text
+          texts event params
+          (let ((converter (ob-chat-ai--job-converter job)))
+            (and converter (ob-chat-ai-convert-level converter))))
+         (ob-chat-ai-reply-complete-p texts event))))
+      (message "%s" (or echo
+                        (format "chat-ai: answered in %.1fs"
+                                (- (float-time) (ob-chat-ai--job-started job)))))))
   (ob-chat-ai--job-forget job))
 
-(defun ob-chat-ai--job-insert (job text)
-  "Replace the streamed text of JOB by TEXT, through Babel's result handling."
+(defun ob-chat-ai--job-insert (job text complete)
+  "Put TEXT in the results of JOB's block, through Babel's result handling.
+All of it is one change to undo.  With :cache yes, the block's hash
+goes with TEXT only when it is a COMPLETE reply.  TEXT with a very
+long line goes in an example block, never in fixed-width lines."
   (with-current-buffer (ob-chat-ai--job-buffer job)
     (save-excursion
-      (let ((start (ob-chat-ai--job-start job))
-            (end (ob-chat-ai--job-end job)))
-        (when start
-          (delete-region start (if (eq (char-after end) ?\n) (1+ end) end))))
       (goto-char (ob-chat-ai--job-block job))
       (let ((info (org-babel-get-src-block-info 'no-eval))
             (ob-chat-ai--finished-reply text)
-            (org-confirm-babel-evaluate nil))
+            (org-confirm-babel-evaluate nil)
+            (org-babel-min-lines-for-block-output
+             (if (ob-chat-ai-reply-long-line-p text) 0 org-babel-min-lines-for-block-output))
+            (change (progn (undo-boundary) (prepare-change-group))))
         (setf (nth 1 info) (ob-chat-ai--job-body job)
               (nth 2 info) (cons '(:noweb . "no")
                                  (assq-delete-all :noweb
                                                   (copy-sequence
                                                    (ob-chat-ai--job-params job)))))
-        (org-babel-execute-src-block t info)))))
+        (activate-change-group change)
+        (unwind-protect
+            (progn
+              (org-babel-execute-src-block t info)
+              (when (ob-chat-ai--yes-p (ob-chat-ai--job-params job) :cache)
+                (ob-chat-ai--set-result-hash
+                 (and complete (ob-chat-ai--job-hash job)))))
+          (undo-amalgamate-change-group change)
+          (accept-change-group change)
+          (undo-boundary))))))
 
 (defun ob-chat-ai--job-forget (job)
-  "Release the markers and the overlay of JOB."
+  "Release the marker and the overlay of JOB."
   (when (ob-chat-ai--job-overlay job)
     (delete-overlay (ob-chat-ai--job-overlay job)))
-  (dolist (marker (list (ob-chat-ai--job-start job)
-                        (ob-chat-ai--job-end job)
-                        (ob-chat-ai--job-block job)))
-    (when marker
-      (set-marker marker nil))))
+  (set-marker (ob-chat-ai--job-block job) nil))
 
 (defun ob-chat-ai--show-progress ()
   "Show how far each reply has come; drop those whose block is gone."
   (dolist (job ob-chat-ai--jobs)
     (if (not (ob-chat-ai--job-block-live-p job))
         (ob-chat-ai-process-cancel (ob-chat-ai--job-request job))
-      (let ((overlay (ob-chat-ai--job-overlay job)))
-        (when overlay
-          (overlay-put overlay 'after-string
-                       (propertize (format "  [%s]" (ob-chat-ai--job-progress job))
-                                   'face 'shadow))))))
+      (ob-chat-ai--job-show job)))
   (force-mode-line-update t)
   (unless ob-chat-ai--jobs
     (cancel-timer ob-chat-ai--progress-timer)
@@ -283,14 +423,15 @@ Do nothing while the placeholder cannot be found."
             (ob-chat-ai--job-progress (car (last ob-chat-ai--jobs))))))
 
 (defun ob-chat-ai--cancel-buffer-jobs ()
-  "Cancel the requests of the blocks of the current buffer."
+  "Cancel the requests of the blocks of the current buffer, which is killed."
   (dolist (job ob-chat-ai--jobs)
     (when (eq (ob-chat-ai--job-buffer job) (current-buffer))
+      (setf (ob-chat-ai--job-dropped job) t)
       (ob-chat-ai-process-cancel (ob-chat-ai--job-request job)))))
 
 (defun ob-chat-ai-cancel ()
   "Cancel the request of the chat-ai block at point.
-The text that had come stays in the results, marked as incomplete."
+The text that had come goes in the results, marked as incomplete."
   (interactive)
   (let ((job (seq-find #'ob-chat-ai--job-at-point-p ob-chat-ai--jobs)))
     (unless job
@@ -298,13 +439,15 @@ The text that had come stays in the results, marked as incomplete."
     (ob-chat-ai-process-cancel (ob-chat-ai--job-request job))))
 
 (defun ob-chat-ai--job-at-point-p (job)
-  "Return non-nil when point is on JOB's block or its streamed text."
+  "Return non-nil when point is on JOB's block or its results."
   (and (eq (ob-chat-ai--job-buffer job) (current-buffer))
        (<= (ob-chat-ai--job-block job) (point))
-       (<= (point) (or (ob-chat-ai--job-end job)
-                       (save-excursion
-                         (goto-char (ob-chat-ai--job-block job))
-                         (org-element-property :end (org-element-at-point)))))))
+       (<= (point) (save-excursion
+                     (goto-char (ob-chat-ai--job-block job))
+                     (let ((where (org-babel-where-is-src-block-result)))
+                       (if where
+                           (progn (goto-char where) (forward-line) (org-babel-result-end))
+                         (org-element-property :end (org-element-at-point))))))))
 
 (defun ob-chat-ai-cancel-all ()
   "Cancel every chat-ai request under way."

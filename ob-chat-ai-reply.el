@@ -81,7 +81,7 @@
 (defun ob-chat-ai-reply-answer (text)
   "Return what the model said in result TEXT, without chat-ai's own lines.
 Return nil when nothing is left."
-  (let ((lines (split-string text "\n")))
+  (let ((lines (split-string (ob-chat-ai--uncontain text) "\n")))
     (while (and lines (or (ob-chat-ai-reply-own-line-p (car (last lines)))
                           (string-blank-p (car (last lines)))))
       (setq lines (butlast lines)))
@@ -91,23 +91,37 @@ Return nil when nothing is left."
 
 ;;;; The reply
 
-(defun ob-chat-ai--choice-texts (deltas)
+(defun ob-chat-ai--choice-texts (deltas params)
   "Return the reply text of each choice, in order, from DELTAS.
-DELTAS are the delta events of a reply, the last one first."
-  (let ((texts (make-vector (1+ (apply #'max 0 (mapcar (lambda (delta)
-                                                          (alist-get 'choice delta))
-                                                        deltas)))
-                            nil)))
+DELTAS are the delta events of a reply, the last one first.  Only
+the choices that PARAMS ask for with :n are kept: a delta of any
+other index is dropped."
+  (let* ((count (ob-chat-ai--choice-count params))
+         (texts (make-vector count nil))
+         (last -1))
     (dolist (delta deltas)
-      (push (alist-get 'text delta) (aref texts (alist-get 'choice delta))))
-    (mapcar (lambda (pieces) (apply #'concat pieces)) texts)))
+      (let ((index (alist-get 'choice delta)))
+        (when (and (natnump index) (< index count))
+          (setq last (max last index))
+          (push (alist-get 'text delta) (aref texts index)))))
+    (mapcar (lambda (pieces) (apply #'concat pieces))
+            (seq-take texts (max 1 (1+ last))))))
+
+(defun ob-chat-ai--choice-count (params)
+  "Return how many choices PARAMS ask for: :n, at least 1."
+  (let ((n (ob-chat-ai--param params :n)))
+    (max 1 (cond ((natnump n) n)
+                 ((and (stringp n) (string-match-p "\\`[0-9]+\\'" n))
+                  (string-to-number n))
+                 (t 1)))))
 
 (defun ob-chat-ai--reply-text (texts final params level)
   "Return the text to show for choice TEXTS and the FINAL event, as PARAMS ask.
-An error becomes one line after whatever text had arrived, and is
-also shown in the echo area.  With :usage yes, a line about the
-tokens used follows the reply.  With :format org, Markdown becomes
-Org, its headings below a heading of LEVEL."
+An error becomes one line after whatever text had arrived.  With
+:usage yes, a line about the tokens used follows the reply.  With
+:format org, Markdown becomes Org, its headings below a heading of
+LEVEL.  Lines that would end the result's drawer or make Org
+structure of their own are protected (see `ob-chat-ai-reply-contain')."
   (let ((reply (ob-chat-ai--join-choices
                 (cond
                  ((ob-chat-ai--param params :response-format)
@@ -116,31 +130,119 @@ Org, its headings below a heading of LEVEL."
                   (mapcar (lambda (text) (ob-chat-ai-convert-markdown text level))
                           texts))
                  (t texts)))))
-    (pcase (alist-get 'type final)
-      ("done"
-       (let* ((early (seq-find (lambda (reason)
-                                 (member reason '("length" "content_filter")))
-                               (alist-get 'finish_reasons final)))
-              (text (cond
-                     (early
-                      (concat reply "\n\n"
-                              (ob-chat-ai-reply-note
-                               "the reply stopped early: finish_reason %s" early)))
-                     ((string-empty-p reply)
-                      (ob-chat-ai-reply-note "the model sent an empty reply"))
-                     (t reply))))
-         (if (ob-chat-ai--yes-p params :usage)
-             (concat text "\n\n" (ob-chat-ai--usage-line final))
-           text)))
-      (_
-       (let ((line (pcase (alist-get 'kind final)
-                     ("cancelled"
-                      (ob-chat-ai-reply-note "cancelled; the reply is incomplete"))
-                     ("invalid" (ob-chat-ai-reply-error-line
-                                 (ob-chat-ai--invalid-message final)))
-                     (_ (ob-chat-ai-reply-error-line (alist-get 'message final))))))
-         (message "%s" line)
-         (if (string-empty-p reply) line (concat reply "\n\n" line)))))))
+    (ob-chat-ai-reply-contain
+     (pcase (alist-get 'type final)
+       ("done"
+        (let* ((reasons (alist-get 'finish_reasons final))
+               (early (seq-find (lambda (reason)
+                                  (member reason '("length" "content_filter")))
+                                reasons))
+               (text (cond
+                      (early
+                       (concat reply "\n\n"
+                               (ob-chat-ai-reply-note
+                                "the reply stopped early: finish_reason %s" early)))
+                      ((and (string-empty-p reply) (member "tool_calls" reasons))
+                       (ob-chat-ai-reply-note
+                        "the model asked to call a tool; chat-ai blocks offer no tools"))
+                      ((string-empty-p reply)
+                       (ob-chat-ai-reply-note "the model sent an empty reply"))
+                      (t reply))))
+          (if (ob-chat-ai--yes-p params :usage)
+              (concat text "\n\n" (ob-chat-ai--usage-line final))
+            text)))
+       (_
+        (let ((line (ob-chat-ai-reply-echo final)))
+          (if (string-empty-p reply) line (concat reply "\n\n" line)))))
+     params)))
+
+(defun ob-chat-ai-reply-echo (final)
+  "Return the line to show in the echo area for FINAL event, or nil.
+That is the error line of a request that failed."
+  (unless (equal (alist-get 'type final) "done")
+    (pcase (alist-get 'kind final)
+      ("cancelled" (ob-chat-ai-reply-note "cancelled; the reply is incomplete"))
+      ("invalid" (ob-chat-ai-reply-error-line (ob-chat-ai--invalid-message final)))
+      (_ (ob-chat-ai-reply-error-line (alist-get 'message final))))))
+
+(defun ob-chat-ai-reply-complete-p (texts final)
+  "Return non-nil when choice TEXTS and FINAL event make a whole reply.
+Only such a reply may be cached."
+  (and (equal (alist-get 'type final) "done")
+       (not (seq-intersection '("length" "content_filter")
+                              (alist-get 'finish_reasons final)))
+       (not (string-empty-p (apply #'concat texts)))))
+
+;;;; Keeping a reply inside its result
+
+(defconst ob-chat-ai--structure-line-regexp
+  (concat "^\\(?:\\(?1:,*\\)\\*+\\(?:[ \t]\\|$\\)"
+          "\\|\\(?1:[ \t]*,*\\)\\(?:#\\+\\|:[-_[:alnum:]]+:[ \t]*$\\)\\)")
+  "The regexp of a line that would be Org structure in a drawer.
+Such a line starts a heading, a block or keyword, or a drawer, or
+ends one; group 1 is what comes before it on the line.")
+
+(defconst ob-chat-ai--drawer-end-regexp "^\\(?1:[ \t]*,*\\):end:[ \t]*$"
+  "The regexp of a line that ends a drawer, even inside a block in it.")
+
+(defun ob-chat-ai-reply-contain (text params)
+  "Return reply TEXT such that it stays inside the result that PARAMS make.
+In a drawer (:results drawer), where Org reads the text as Org, a
+line that would start a heading, a block, a keyword or a drawer, or
+end one, gets a comma in front, as Org protects such lines in
+blocks.  With :format org, the blocks the conversion made stay,
+their code protected, and marked :eval never so that running the
+buffer does not run them.  Other results are Babel's to protect:
+fixed-width lines and example blocks hold any text; :results raw
+inserts the text as Org, by Babel's definition."
+  (let ((result-params (cdr (assq :result-params params))))
+    (if (not (member "drawer" result-params))
+        text
+      (let ((org (ob-chat-ai--org-format-p params))
+            (closer nil))
+        (mapconcat
+         (lambda (line)
+           (cond
+            (closer
+             (cond
+              ((string-match-p (concat "\\`[ \t]*" (regexp-quote closer)) line)
+               (setq closer nil)
+               line)
+              ((let ((case-fold-search t))
+                 (string-match ob-chat-ai--drawer-end-regexp line))
+               (replace-match "\\1," t nil line 1))
+              (t line)))
+            ((and org (string-match "\\`[ \t]*#\\+begin_\\(src\\|example\\)" line))
+             (setq closer (concat "#+end_" (match-string 1 line)))
+             (if (equal (match-string 1 line) "src")
+                 (concat line " :eval never")
+               line))
+            ((let ((case-fold-search t))
+               (string-match ob-chat-ai--structure-line-regexp line))
+             (replace-match "\\1," t nil line 1))
+            (t line)))
+         (split-string text "\n")
+         "\n")))))
+
+(defun ob-chat-ai--uncontain (text)
+  "Return TEXT without the commas put before drawer lines to contain it."
+  (replace-regexp-in-string "^\\([ \t]*\\),\\(:[-_[:alnum:]]+:[ \t]*\\)$" "\\1\\2" text t))
+
+(defconst ob-chat-ai-reply-long-line 10000
+  "How long a line of a reply may be and still be shown as a fixed-width line.
+Org's font-lock reads a fixed-width line with a regexp that overflows
+on a line of a few hundred thousand characters, and Emacs then stops
+answering; a reply with a longer line goes in an example block.")
+
+(defun ob-chat-ai-reply-long-line-p (text)
+  "Return non-nil when TEXT has a line longer than `ob-chat-ai-reply-long-line'."
+  (let ((start 0)
+        (long nil))
+    (while (and start (not long))
+      (let ((end (string-search "\n" text start)))
+        (setq long (> (- (or end (length text)) start) ob-chat-ai-reply-long-line)
+              start (and end (1+ end)))))
+    long))
 
 (defun ob-chat-ai--heading-level ()
   "Return the level of the heading at point, 0 before the first heading."

@@ -134,17 +134,26 @@ JSON object) or `json-or-string'.")
 (defun org-babel-execute:chat-ai (body params)
   "Execute a chat-ai BODY according to PARAMS and return the model's reply.
 When the block runs asynchronously, return a placeholder at once;
-the reply replaces it when it has come."
+the reply replaces it when it has come.  A request still running
+for the block is cancelled first."
   (if ob-chat-ai--finished-reply
       (prog1 ob-chat-ai--finished-reply
         (setq ob-chat-ai--finished-reply nil))
-    (ob-chat-ai--check-header-args params)
-    (if (ob-chat-ai--yes-p params :dry-run)
-        (ob-chat-ai--preview body params)
-      (let ((envelope (ob-chat-ai--envelope body params)))
-        (if (ob-chat-ai--async-p params)
-            (ob-chat-ai--start-job envelope body params)
-          (ob-chat-ai--run-sync envelope params))))))
+    (let ((ob-chat-ai--executing t))
+      (ob-chat-ai--execute body params))))
+
+(defun ob-chat-ai--execute (body params)
+  "Run the chat-ai block with BODY and PARAMS: dry run, in the background, or now."
+  (ob-chat-ai--check-header-args params)
+  (if (ob-chat-ai--yes-p params :dry-run)
+      (ob-chat-ai--dry-run body params)
+    (let ((envelope (ob-chat-ai--envelope body params)))
+      (if (ob-chat-ai--async-p params)
+          (progn
+            (ob-chat-ai--check-request envelope)
+            (ob-chat-ai--start-job envelope body params (ob-chat-ai--drop-block-job)))
+        (ob-chat-ai--drop-block-job)
+        (ob-chat-ai--run-sync envelope params)))))
 
 ;;;###autoload
 (defun org-babel-expand-body:chat-ai (body params)
@@ -154,7 +163,7 @@ writes and what :cache hashes, so it is computed here, at once,
 without the helper.  :dry-run yes shows the whole request instead."
   (ob-chat-ai-messages-substitute body (org-babel--get-vars params)))
 
-(defun ob-chat-ai--preview (body params)
+(defun ob-chat-ai--dry-run (body params)
   "Return the request that BODY and PARAMS would send, as JSON, keys masked.
 The helper builds it as it would send it; nothing is sent."
   (let ((final (ob-chat-ai-process-wait
@@ -165,7 +174,12 @@ The helper builds it as it would send it; nothing is sent."
       (_ (ob-chat-ai--user-error "%s" (ob-chat-ai--invalid-message final))))))
 
 (defun ob-chat-ai--run-sync (envelope params)
-  "Send ENVELOPE, wait for the whole reply and return its text, as PARAMS ask."
+  "Send ENVELOPE, wait for the whole reply and return its text, as PARAMS ask.
+A request the helper finds invalid is a `user-error', and the buffer
+is left as it was.  A failed request's line stays in the echo area
+after Babel's own message; with :cache yes, only a whole reply keeps
+the hash Babel gives the result.  A reply with a very long line goes
+in an example block."
   (let* ((pieces nil)
          (request (ob-chat-ai-process-send
                    envelope
@@ -176,8 +190,47 @@ The helper builds it as it would send it; nothing is sent."
     (let ((final (ob-chat-ai-process-wait request)))
       (when (equal (alist-get 'kind final) "invalid")
         (ob-chat-ai--user-error "%s" (ob-chat-ai--invalid-message final)))
-      (ob-chat-ai--reply-text (ob-chat-ai--choice-texts pieces) final params
-                              (ob-chat-ai--heading-level)))))
+      (let* ((texts (ob-chat-ai--choice-texts pieces params))
+             (echo (ob-chat-ai-reply-echo final))
+             (uncached (and (ob-chat-ai--yes-p params :cache)
+                            (not (ob-chat-ai-reply-complete-p texts final)))))
+        (when echo
+          (message "%s" echo))
+        (when (and (or echo uncached) (ob-chat-ai--at-src-block-p))
+          (let ((block (copy-marker org-babel-current-src-block-location)))
+            (ob-chat-ai--after-babel
+             (lambda ()
+               (when uncached
+                 (save-excursion
+                   (goto-char block)
+                   (ob-chat-ai--set-result-hash nil)))
+               (set-marker block nil)
+               (when echo
+                 (message "%s" echo))))))
+        (let ((text (ob-chat-ai--reply-text texts final params
+                                            (ob-chat-ai--heading-level))))
+          (when (ob-chat-ai-reply-long-line-p text)
+            (ob-chat-ai--example-block-once))
+          text)))))
+
+(defun ob-chat-ai--example-block-once ()
+  "Make Babel put the next result of this buffer in an example block.
+Org's font-lock freezes Emacs on a very long fixed-width line."
+  (let ((local (local-variable-p 'org-babel-min-lines-for-block-output))
+        (old org-babel-min-lines-for-block-output))
+    (setq-local org-babel-min-lines-for-block-output 0)
+    (ob-chat-ai--after-babel
+     (lambda ()
+       (if local
+           (setq org-babel-min-lines-for-block-output old)
+         (kill-local-variable 'org-babel-min-lines-for-block-output))))))
+
+(defun ob-chat-ai--check-request (envelope)
+  "Signal a `user-error' unless the helper accepts ENVELOPE as valid; send nothing."
+  (let ((final (ob-chat-ai-process-wait
+                (ob-chat-ai-process-send (cons '(dry_run . t) envelope)))))
+    (when (equal (alist-get 'kind final) "invalid")
+      (ob-chat-ai--user-error "%s" (ob-chat-ai--invalid-message final)))))
 
 (defun ob-chat-ai--model (envelope)
   "Return the model that ENVELOPE asks, as named in it or as the helper chooses."

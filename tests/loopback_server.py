@@ -26,6 +26,7 @@ it answers is chosen by the request's model name:
 - ``azure-filter``: streams after a first chunk with empty ``choices`` and
   ``prompt_filter_results``, as Azure OpenAI does;
 - ``length`` / ``content_filter``: the reply stops with that finish reason;
+- ``tool_calls``: no text, the reply stops with finish reason ``tool_calls``;
 - ``hang``: streams the first delta, then waits until the client closes
   the connection (counted in ``hung_up``), at most 30 seconds.
 
@@ -290,7 +291,7 @@ def chunk(
 
 def finish_reason(model: str) -> str:
     """Return why the reply for MODEL stops."""
-    return model if model in ("length", "content_filter") else "stop"
+    return model if model in ("length", "content_filter", "tool_calls") else "stop"
 
 
 def error_object(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
@@ -301,7 +302,7 @@ def error_object(message: str, type_: str, code: str | None = None) -> dict[str,
 def reply_for(body: dict[str, Any]) -> str:
     """Return the reply text for BODY."""
     model = str(body.get("model", ""))
-    if model == "empty":
+    if model in ("empty", "tool_calls"):
         return ""
     if model.startswith("long-"):
         return "".join(f"word{i} " for i in range(int(model[len("long-") :])))

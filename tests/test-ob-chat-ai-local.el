@@ -75,8 +75,13 @@ After the block.
 "
     (let ((ob-chat-ai-async 'always))
       (re-search-forward "^#\\+begin_src")
-      (org-babel-execute-src-block)
-      (should (string-search "chat-ai: waiting for smollm2" (buffer-string)))
+      (let ((before (buffer-string)))
+        (org-babel-execute-src-block)
+        (should (equal (buffer-string) before)))
+      (should (seq-some (lambda (overlay)
+                          (string-search "chat-ai: waiting for smollm2"
+                                         (or (overlay-get overlay 'after-string) "")))
+                        (overlays-in (point-min) (point-max))))
       (with-timeout (120 (ert-fail "No reply within 120 s"))
         (while ob-chat-ai--jobs
           (accept-process-output nil 0.05))))
@@ -106,7 +111,8 @@ Why that one?
              (messages (alist-get 'messages (alist-get 'body request))))
         (should (equal (mapcar (lambda (m) (alist-get 'role m)) messages)
                        '("user" "assistant" "user")))
-        (should (equal (alist-get 'content (nth 1 messages)) (string-trim first))))
+        (should (equal (alist-get 'content (nth 1 messages))
+                       (ob-chat-ai-reply-answer first))))
       (org-babel-execute-src-block)
       (goto-char (point-max))
       (re-search-backward "^#\\+begin_src")

@@ -137,9 +137,22 @@ auth-source are hidden, and $OPENAI_BASE_URL is the server's."
     (while (not (funcall condition))
       (accept-process-output nil 0.02))))
 
+(defun ob-chat-ai-test-shown ()
+  "Return the text of the current buffer as it shows, overlay strings included."
+  (let ((text (buffer-string))
+        (overlays (sort (seq-filter (lambda (overlay) (overlay-get overlay 'after-string))
+                                    (overlays-in (point-min) (point-max)))
+                        (lambda (a b) (> (overlay-end a) (overlay-end b))))))
+    (dolist (overlay overlays)
+      (let ((at (- (overlay-end overlay) (point-min))))
+        (setq text (concat (substring text 0 at)
+                           (substring-no-properties (overlay-get overlay 'after-string))
+                           (substring text at)))))
+    text))
+
 (defun ob-chat-ai-test-wait-for (text)
-  "Wait until TEXT shows in the current buffer."
-  (ob-chat-ai-test-wait (lambda () (string-search text (buffer-string)))))
+  "Wait until TEXT shows in the current buffer, in its text or an overlay's."
+  (ob-chat-ai-test-wait (lambda () (string-search text (ob-chat-ai-test-shown)))))
 
 (defun ob-chat-ai-test-helpers ()
   "Return the live chat-ai helper processes."
@@ -592,9 +605,9 @@ Run **this**:
 
 (defconst ob-chat-ai-test-markdown-as-org
   ":results:
-** Plan
+,** Plan
 Run *this*:
-#+begin_src sh
+#+begin_src sh :eval never
 ,* not a heading
 ,#+end_src
 #+end_src
@@ -617,6 +630,7 @@ Run *this*:
               (ob-chat-ai-test-escaped ob-chat-ai-test-markdown))
     (ob-chat-ai-test-execute "^#\\+begin_src")
     (ob-chat-ai-test-wait-for ": ** Plan")
+    (should-not (string-search "#+RESULTS" (buffer-string)))
     (should (string-suffix-p (concat "#+RESULTS:\n" ob-chat-ai-test-markdown-as-org)
                              (ob-chat-ai-test-idle)))))
 
@@ -871,8 +885,9 @@ is the server running?"))))
 (ert-deftest ob-chat-ai-test-async-returns-a-placeholder-then-the-reply ()
   (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabcdefghijkl\n#+end_src\n"
     (ob-chat-ai-test-execute "chat-ai")
-    (should (string-suffix-p "#+RESULTS:\n: chat-ai: waiting for slow...\n"
-                             (buffer-string)))
+    (should (equal (buffer-string) "#+begin_src chat-ai :model slow\nabcdefghijkl\n#+end_src\n"))
+    (should (string-match-p "#\\+end_src\n: chat-ai: waiting for slow\\.\\.\\.  \\[0s, 0 chars\\]\n\\'"
+                            (ob-chat-ai-test-shown)))
     (should (= 1 (length ob-chat-ai--jobs)))
     (should (string-suffix-p "#+RESULTS:\n: abcdefghijkl\n" (ob-chat-ai-test-idle)))))
 
@@ -880,10 +895,13 @@ is the server running?"))))
   (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabc\ndef\nghi\n#+end_src\n\nAfter.\n"
     (ob-chat-ai-test-execute "chat-ai")
     (ob-chat-ai-test-wait-for "\n: abc")
-    (should-not (string-search "waiting for" (buffer-string)))
-    (should-not (string-search ": ghi" (buffer-string)))
+    (should-not (string-search "waiting for" (ob-chat-ai-test-shown)))
+    (should-not (string-search ": ghi" (ob-chat-ai-test-shown)))
     (ob-chat-ai-test-wait-for "\n: def")
-    (should (string-suffix-p "\n\nAfter.\n" (buffer-string)))
+    (should (string-suffix-p "\n\nAfter.\n" (ob-chat-ai-test-shown)))
+    (goto-char (point-min))
+    (should-not (string-search "abc" (buffer-substring (search-forward "#+end_src")
+                                                       (point-max))))
     (should (string-suffix-p "#+RESULTS:\n: abc\n: def\n: ghi\n\nAfter.\n"
                              (ob-chat-ai-test-idle)))))
 
@@ -1678,6 +1696,238 @@ this request for [0-9]+ seconds; it was dropped" result))
                "chat-ai: :timeout must be a number of seconds above 0 and at most 86400, not "
                (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)))
       (should-not (ob-chat-ai-test-received)))))
+
+;;;; Tests: the document is never damaged and never lies
+
+(defconst ob-chat-ai-test-long-body
+  (mapconcat (lambda (i) (format "line %02d of a reply that takes a while" i))
+             (number-sequence 1 4) " ")
+  "A one-line prompt the slow model echoes for seconds.")
+
+(defconst ob-chat-ai-test-next-block
+  "\n#+name: next\n#+begin_src emacs-lisp\n(+ 1 2)\n#+end_src\n"
+  "A block after the one that runs, which a reply must never touch.")
+
+(ert-deftest ob-chat-ai-test-rerun-while-streaming-keeps-one-whole-reply ()
+  (ob-chat-ai-test-async (concat "#+begin_src chat-ai :model slow\n" ob-chat-ai-test-long-body
+                                 "\n#+end_src\n" ob-chat-ai-test-next-block)
+    (ob-chat-ai-test-execute "chat-ai")
+    (ob-chat-ai-test-wait-for ": line 01")
+    (should ob-chat-ai--jobs)
+    (ob-chat-ai-test-execute "chat-ai")
+    (should (= 1 (length ob-chat-ai--jobs)))
+    (should (equal (ob-chat-ai-test-idle)
+                   (concat "#+begin_src chat-ai :model slow\n" ob-chat-ai-test-long-body
+                           "\n#+end_src\n\n#+RESULTS:\n: " ob-chat-ai-test-long-body "\n"
+                           ob-chat-ai-test-next-block)))
+    (should (= 2 (length (ob-chat-ai-test-received 2))))))
+
+(ert-deftest ob-chat-ai-test-revert-and-undo-mid-stream-touch-only-the-result ()
+  (let* ((text (concat "#+begin_src chat-ai :model slow\n" ob-chat-ai-test-long-body
+                       "\n#+end_src\n" ob-chat-ai-test-next-block))
+         (file (make-temp-file "chat-ai" nil ".org" text)))
+    (ob-chat-ai-test-async ""
+      (with-current-buffer (find-file-noselect file)
+        (unwind-protect
+            (progn
+              (ob-chat-ai-test-execute "chat-ai")
+              (ob-chat-ai-test-wait-for ": line 01")
+              (should-not (buffer-modified-p))
+              (goto-char (point-max))
+              (insert "typed\n")
+              (revert-buffer t t)
+              (goto-char (point-max))
+              (insert "typed again\n")
+              (undo-boundary)
+              (let ((last-command nil)) (undo))
+              (should ob-chat-ai--jobs)
+              (should (equal (ob-chat-ai-test-idle)
+                             (concat "#+begin_src chat-ai :model slow\n"
+                                     ob-chat-ai-test-long-body
+                                     "\n#+end_src\n\n#+RESULTS:\n: "
+                                     ob-chat-ai-test-long-body "\n"
+                                     ob-chat-ai-test-next-block))))
+          (set-buffer-modified-p nil)
+          (kill-buffer)
+          (delete-file file))))))
+
+(ert-deftest ob-chat-ai-test-one-undo-removes-the-whole-reply ()
+  (ob-chat-ai-test-async (concat "#+begin_src chat-ai :model slow\n" ob-chat-ai-test-long-body "\n#+end_src\n\n#+RESULTS:\n: old\n\nBelow.\n")
+    (buffer-enable-undo)
+    (ob-chat-ai-test-execute "chat-ai")
+    (undo-boundary)
+    (ob-chat-ai-test-wait-for ": line 01")
+    (goto-char (point-max))
+    (insert "typed meanwhile\n")
+    (undo-boundary)
+    (should ob-chat-ai--jobs)
+    (should (string-search (concat ": " ob-chat-ai-test-long-body "\n") (ob-chat-ai-test-idle)))
+    (let ((last-command nil)) (undo))
+    (should (equal (buffer-string)
+                   (concat "#+begin_src chat-ai :model slow\n" ob-chat-ai-test-long-body "\n#+end_src\n\n#+RESULTS:\n: old\n\nBelow.\ntyped meanwhile\n")))))
+
+(defconst ob-chat-ai-test-structured-reply
+  (concat "Before\n:end:\n* Heading\n#+RESULTS:\n:PROPERTIES:\n"
+          "#+begin_src emacs-lisp\n(message \"ran\")\n#+end_src\nAfter")
+  "A reply that would make Org structure of its own.")
+
+(defun ob-chat-ai-test-run-twice-contained (header)
+  "Run a block with HEADER twice; check its reply stays in its result.
+Return the text of the result."
+  (ob-chat-ai-test-with-org
+      (format "* Top\n#+begin_src chat-ai :model m %s\n%s\n#+end_src\n%s"
+              header (org-escape-code-in-string ob-chat-ai-test-structured-reply)
+              ob-chat-ai-test-next-block)
+    (ob-chat-ai-test-run)
+    (let ((once (buffer-string)))
+      (ob-chat-ai-test-run)
+      (should (equal (buffer-string) once))
+      (should (string-suffix-p ob-chat-ai-test-next-block once))
+      (should (= 1 (length (org-map-entries #'ignore))))
+      (let ((blocks nil))
+        (org-babel-map-src-blocks nil (push lang blocks))
+        (should (equal blocks '("emacs-lisp" "chat-ai"))))
+      (goto-char (point-min))
+      (re-search-forward "^#\\+RESULTS:")
+      (let ((element (org-element-at-point)))
+        (buffer-substring (org-element-property :begin element)
+                          (org-element-property :end element))))))
+
+(ert-deftest ob-chat-ai-test-a-reply-never-makes-structure ()
+  (dolist (header '(":results drawer" ":format org :results drawer" ":format org" ""))
+    (ob-chat-ai-test-run-twice-contained header))
+  (should (string-search
+           ":results:\nBefore\n,:end:\n,* Heading\n,#+RESULTS:\n,:PROPERTIES:\n,#+begin_src"
+           (ob-chat-ai-test-run-twice-contained ":results drawer")))
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :format org :results drawer
+Text
+
+```elisp
+(message \"ran\")
+```
+#+end_src
+"
+    (should (string-search "#+begin_src emacs-lisp :eval never\n(message \"ran\")\n#+end_src"
+                           (progn (ob-chat-ai-test-run) (buffer-string))))))
+
+(ert-deftest ob-chat-ai-test-contained-reply-reads-back-as-sent-in-a-session ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :session s :results drawer
+one
+:end:
+#+end_src
+
+#+begin_src chat-ai :model m :session s
+two
+#+end_src
+"
+    (ob-chat-ai-test-run)
+    (ob-chat-ai-test-execute "^two")
+    (goto-char (point-min))
+    (re-search-forward "^two")
+    (org-babel-execute-src-block)
+    (should (equal (alist-get 'content (aref (alist-get 'messages (ob-chat-ai-test-body
+                                                                   (cadr (ob-chat-ai-test-received 2))))
+                                             1))
+                   "one\n:end:"))))
+
+(ert-deftest ob-chat-ai-test-cache-keeps-only-a-whole-reply ()
+  (dolist (model '("error-400" "empty" "length"))
+    (ob-chat-ai-test-async (format "#+begin_src chat-ai :model %s :cache yes\nhi\n#+end_src\n" model)
+      (ob-chat-ai-test-execute "chat-ai")
+      (should-not (string-search "#+RESULTS[" (ob-chat-ai-test-idle)))
+      (ob-chat-ai-test-execute "chat-ai")
+      (ob-chat-ai-test-idle)
+      (should (= 2 (length (ob-chat-ai-test-received 2))))))
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model error-400 :cache yes\nhi\n#+end_src\n"
+    (ob-chat-ai-test-run)
+    (should-not (string-search "#+RESULTS[" (buffer-string)))
+    (ob-chat-ai-test-run)
+    (should (= 2 (length (ob-chat-ai-test-received 2)))))
+  (ob-chat-ai-test-async (concat "#+begin_src chat-ai :model slow :cache yes\n" ob-chat-ai-test-long-body "\n#+end_src\n")
+    (ob-chat-ai-test-execute "chat-ai")
+    (ob-chat-ai-test-wait-for ": line 01")
+    (should-not (string-search "#+RESULTS" (buffer-string)))
+    (ob-chat-ai-cancel)
+    (should-not (string-search "#+RESULTS[" (ob-chat-ai-test-idle)))
+    (ob-chat-ai-test-execute "chat-ai")
+    (should (string-search "#+RESULTS[" (ob-chat-ai-test-idle)))
+    (ob-chat-ai-test-execute "chat-ai")
+    (should-not ob-chat-ai--jobs)
+    (should (= 2 (length (ob-chat-ai-test-received))))
+    (should (string-suffix-p (concat "]:\n: " ob-chat-ai-test-long-body "\n") (buffer-string)))))
+
+(ert-deftest ob-chat-ai-test-referenced-block-answers-at-once-with-update-intermediate ()
+  (let ((org-babel-update-intermediate t))
+    (ob-chat-ai-test-async "#+name: first
+#+begin_src chat-ai :model slow
+answer
+#+end_src
+
+#+begin_src emacs-lisp :var r=first() :noweb yes
+(concat (upcase r) \"<<first()>>\")
+#+end_src
+"
+      (ob-chat-ai-test-execute "emacs-lisp")
+      (should-not ob-chat-ai--jobs)
+      (let ((text (ob-chat-ai-test-idle)))
+        (should (string-search "emacs-lisp :var r=first() :noweb yes\n(concat (upcase r) \"<<first()>>\")\n#+end_src\n\n#+RESULTS:\n: ANSWERanswer\n"
+                               text))
+        (should-not (string-search "waiting for" text))))))
+
+(ert-deftest ob-chat-ai-test-after-execute-hook-runs-once-with-the-reply ()
+  (let ((seen nil))
+    (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabcdef\n#+end_src\n"
+      (let ((hook (lambda () (push (buffer-string) seen))))
+        (add-hook 'org-babel-after-execute-hook hook)
+        (unwind-protect
+            (progn
+              (ob-chat-ai-test-execute "chat-ai")
+              (ob-chat-ai-test-idle))
+          (remove-hook 'org-babel-after-execute-hook hook))))
+    (should (= 1 (length seen)))
+    (should (string-suffix-p "#+RESULTS:\n: abcdef\n" (car seen)))))
+
+(ert-deftest ob-chat-ai-test-invalid-request-leaves-the-buffer-untouched ()
+  (dolist (header '(":temperature 9" ":n 0" ":stop '(a b c d e)"))
+    (ob-chat-ai-test-async (format "#+begin_src chat-ai :model slow %s\nhi\n#+end_src\n" header)
+      (let ((before (buffer-string)))
+        (ob-chat-ai-test-user-error (lambda () (ob-chat-ai-test-execute "chat-ai")))
+        (should (equal (buffer-string) before))
+        (should-not ob-chat-ai--jobs)
+        (should-not (ob-chat-ai-test-received))))))
+
+(ert-deftest ob-chat-ai-test-tool-call-reply-says-so ()
+  (dolist (async '(always nil))
+    (ob-chat-ai-test-async "#+begin_src chat-ai :model tool_calls\nhi\n#+end_src\n"
+      (let ((ob-chat-ai-async async))
+        (ob-chat-ai-test-execute "chat-ai"))
+      (should (string-suffix-p
+               "#+RESULTS:\n: [chat-ai: the model asked to call a tool; chat-ai blocks offer no tools]\n"
+               (ob-chat-ai-test-idle))))))
+
+(ert-deftest ob-chat-ai-test-choices-are-bounded-by-n ()
+  (should (equal (ob-chat-ai--choice-texts '(((choice . 200000) (text . "x"))
+                                             ((choice . 0) (text . "b"))
+                                             ((choice . 0) (text . "a")))
+                                           '((:n . 1)))
+                 '("ab")))
+  (should (equal (ob-chat-ai--choice-texts '(((choice . 1) (text . "c"))
+                                             ((choice . 5) (text . "x"))
+                                             ((choice . 0) (text . "a")))
+                                           '((:n . 2)))
+                 '("a" "c"))))
+
+(ert-deftest ob-chat-ai-test-a-huge-one-line-reply-does-not-choke-font-lock ()
+  (dolist (async '(always nil))
+    (ob-chat-ai-test-async "#+begin_src chat-ai :model long-60000 :stream no\nhi\n#+end_src\n"
+      (let ((ob-chat-ai-async async))
+        (ob-chat-ai-test-execute "chat-ai"))
+      (let ((text (ob-chat-ai-test-idle)))
+        (should (string-search "#+RESULTS:\n#+begin_example\nword0 word1 " text))
+        (should (string-match-p " word59999 ?\n#\\+end_example\n?\\'"
+                                (substring text -100))))
+      (font-lock-ensure)
+      (should-not (local-variable-p 'org-babel-min-lines-for-block-output)))))
 
 (provide 'test-ob-chat-ai)
 

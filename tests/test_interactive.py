@@ -161,3 +161,139 @@ def test_ctrl_g_cancels_a_block_that_waits(
         assert server.hung_up == 1, "the request was not dropped"
     finally:
         terminal.close()
+
+
+def wait_for_file(notes: Path, condition: Callable[[str], bool], what: str) -> str:
+    """Return the text of NOTES once CONDITION holds for it."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = notes.read_text(encoding="utf-8")
+        if condition(text):
+            return text
+        time.sleep(0.05)
+    raise AssertionError(f"never saw {what}; the file was:\n{text}")
+
+
+def echo_area(screen: str) -> str:
+    """Return the last line of SCREEN, where Emacs shows its messages."""
+    return screen.rstrip("\n").splitlines()[-1]
+
+
+def shows_error(count: int) -> Callable[[str], bool]:
+    """Return a test of a screen with COUNT error results, one in the echo area."""
+
+    def test(screen: str) -> bool:
+        return screen.count(": chat-ai error: HTTP 400") == count and echo_area(
+            screen
+        ).startswith("chat-ai error: HTTP 400")
+
+    return test
+
+
+NEXT_BLOCK = "#+name: next\n#+begin_src emacs-lisp\n(+ 1 2)\n#+end_src\n"
+
+
+def test_rerun_edit_save_and_undo_while_a_reply_streams(
+    server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHAT_AI_TEST_DELAY", "0.3")
+    notes = tmp_path / "notes.org"
+    block = (
+        f"#+begin_src chat-ai :model slow :base-url {server.base_url}\n"
+        + "\n".join(LINES)
+        + "\n#+end_src\n\n"
+    )
+    notes.write_text(
+        block + "#+RESULTS:\n: old answer\n\n" + NEXT_BLOCK + "\n* Notes\n",
+        encoding="utf-8",
+    )
+    terminal = open_in_emacs(notes)
+    try:
+        terminal.wait_for(lambda s: "#+begin_src chat-ai" in s, "the Org file")
+        terminal.keys("C-c", "C-c")
+        terminal.wait_for(lambda s: LINES[0] in results(s), "the reply streaming")
+        terminal.keys("C-c", "C-c")
+        terminal.wait_for(
+            lambda s: "earlier request of this block is cancelled" in s,
+            "the first request dropped",
+        )
+        terminal.keys("C-s")
+        terminal.keys("old answer", literal=True)
+        terminal.keys("Enter")
+        terminal.keys(" edited", literal=True)
+        terminal.keys("M->")
+        terminal.keys("typed below", literal=True)
+        terminal.keys("C-x", "C-s")
+        screen = terminal.wait_for(lambda s: "Wrote " in s, "the file saved")
+        assert "chat-ai[1:" in screen, "the reply had finished before the save"
+
+        saved = wait_for_file(notes, lambda t: "edited" in t, "the edits saved")
+        assert saved == (
+            block
+            + "#+RESULTS:\n: old answer edited\n\n"
+            + NEXT_BLOCK
+            + "\n* Notes\ntyped below\n"
+        )
+
+        finished = "#+begin_example\n" + "\n".join(LINES) + "\n#+end_example\n"
+        terminal.wait_for(
+            lambda s: finished in s and "chat-ai[" not in s, "the whole reply"
+        )
+        terminal.keys("C-x", "C-s")
+        expected = (
+            block
+            + "#+RESULTS:\n"
+            + finished
+            + "\n"
+            + NEXT_BLOCK
+            + "\n* Notes\ntyped below\n"
+        )
+        assert wait_for_file(notes, lambda t: "example" in t, "the reply saved") == (
+            expected
+        )
+
+        terminal.keys("C-x", "u")
+        terminal.wait_for(
+            lambda s: ": old answer edited" in s and "#+begin_example" not in s,
+            "one undo taking the whole reply back",
+        )
+        terminal.keys("C-x", "C-s")
+        assert wait_for_file(notes, lambda t: "example" not in t, "the undo saved") == (
+            saved
+        )
+        assert len(server.received) == 2
+    finally:
+        terminal.close()
+
+
+def test_errors_stay_in_the_echo_area(server: LoopbackServer, tmp_path: Path) -> None:
+    notes = tmp_path / "errors.org"
+    url = server.base_url
+    notes.write_text(
+        f"#+begin_src chat-ai :model m :temperature 9 :base-url {url}\n"
+        "hot\n#+end_src\n\n"
+        f"#+begin_src chat-ai :model error-400 :base-url {url}\nfails\n#+end_src\n\n"
+        f"#+begin_src chat-ai :model error-400 :async no :base-url {url}\n"
+        "waits and fails\n#+end_src\n",
+        encoding="utf-8",
+    )
+    terminal = open_in_emacs(notes)
+    try:
+        terminal.wait_for(lambda s: "#+begin_src chat-ai" in s, "the Org file")
+        terminal.keys("C-c", "C-c")
+        screen = terminal.wait_for(
+            lambda s: ":temperature" in echo_area(s), "the invalid request refused"
+        )
+        assert "#+RESULTS:" not in screen
+        assert not server.received
+
+        for count, search in enumerate(("fails", "waits and fails"), start=1):
+            terminal.keys("C-s")
+            terminal.keys(search, literal=True)
+            terminal.keys("Enter")
+            terminal.keys("C-c", "C-c")
+            terminal.wait_for(
+                shows_error(count), f"the error of {search!r} in results and echo area"
+            )
+    finally:
+        terminal.close()
