@@ -73,6 +73,16 @@ whose text is needed at once always wait: during export, for
 (defvar ob-chat-ai--jobs nil
   "The blocks whose replies are on their way, the newest first.")
 
+(defvar ob-chat-ai--after-job-hook nil
+  "Functions run with no arguments after a job has ended and its reply is in.")
+
+(defun ob-chat-ai--job-block-p (position)
+  "Return non-nil when the block at POSITION of this buffer has a running job."
+  (seq-some (lambda (job)
+              (and (eq (ob-chat-ai--job-buffer job) (current-buffer))
+                   (= (ob-chat-ai--job-block job) position)))
+            ob-chat-ai--jobs))
+
 (defvar ob-chat-ai--progress-timer nil
   "The timer that updates the progress shown while replies stream.")
 
@@ -225,7 +235,8 @@ Do nothing while the placeholder cannot be found."
       (message "chat-ai: answered in %.1fs" (- (float-time) (ob-chat-ai--job-started job))))
     (when (ob-chat-ai--job-block-live-p job)
       (ob-chat-ai--job-insert job text)))
-  (ob-chat-ai--job-forget job))
+  (ob-chat-ai--job-forget job)
+  (run-hooks 'ob-chat-ai--after-job-hook))
 
 (defun ob-chat-ai--job-insert (job text)
   "Replace the streamed text of JOB by TEXT, through Babel's result handling."
