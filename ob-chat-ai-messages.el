@@ -132,16 +132,18 @@ the :var header args in PARAMS."
          (push beg-block blocks))))
     (nreverse blocks)))
 
-(defun ob-chat-ai-messages-history (session here busy-p)
+(defun ob-chat-ai-messages-history (session here busy-p &optional lenient)
   "Return the conversation so far of SESSION, from the blocks before HERE.
 Each chat-ai block of SESSION contributes the turns it sent, then
 what the model answered in its result; chat-ai's own lines there
 are left out, and a block without a result contributes its turns
 alone.  Return (TURNS . SYSTEM), SYSTEM being the :system of the
-first of those blocks.  Signal a `user-error' when one of them is
-not done: BUSY-P, called with its position, says its reply is on its
-way, or its result is no whole reply (an error, a cancelled request,
-a placeholder)."
+first of those blocks.
+A block that is not done has no answer to give: BUSY-P, called with
+its position, says its reply is on its way, or its result is no
+whole reply (an error, a cancelled request, a placeholder).  Signal
+a `user-error' naming it; when LENIENT, let it contribute its turns
+alone instead, as a preview or a :cache hash may."
   (let ((turns nil)
         (system nil)
         (first t))
@@ -152,13 +154,16 @@ a placeholder)."
               (params (nth 2 info))
               (where (format "The block at line %d, earlier in session %s,"
                              (line-number-at-pos block) session))
-              (result (ob-chat-ai-messages--result)))
-         (when (funcall busy-p block)
-           (ob-chat-ai--user-error "%s is still answering; run this block \
+              (result (ob-chat-ai-messages--result))
+              (busy (funcall busy-p block))
+              (unfinished (and result (ob-chat-ai-reply-unfinished result))))
+         (unless lenient
+           (when busy
+             (ob-chat-ai--user-error "%s is still answering; run this block \
 when its reply is in" where))
-         (when (and result (ob-chat-ai-reply-unfinished result))
-           (ob-chat-ai--user-error "%s has no whole reply (%s); run it again first"
-                       where (ob-chat-ai-reply-unfinished result)))
+           (when unfinished
+             (ob-chat-ai--user-error "%s has no whole reply (%s); run it again first"
+                         where unfinished)))
          (when first
            (setq system (cdr (assq :system params))
                  first nil))
@@ -169,7 +174,8 @@ when its reply is in" where))
                             (org-babel-expand-noweb-references info)
                           (nth 1 info))
                         params)
-                       (let ((answer (and result (ob-chat-ai-reply-answer result))))
+                       (let ((answer (and result (not busy) (not unfinished)
+                                          (ob-chat-ai-reply-answer result))))
                          (and answer (list (cons "assistant" answer)))))))))
     (cons turns system)))
 

@@ -183,10 +183,16 @@ the reply replaces it when it has come."
               (ob-chat-ai--start-job envelope body params)
             (ob-chat-ai--run-sync envelope params))))))))
 
+(defvar ob-chat-ai--preview nil
+  "Non-nil while a request is made to be shown, not sent.")
+
 (defun org-babel-expand-body:chat-ai (body params)
   "Return the request that BODY and PARAMS would send, as JSON, its key masked.
-Nothing is sent.  This is what \\[org-babel-expand-src-block] shows."
-  (let* ((envelope (ob-chat-ai--envelope body params t))
+Nothing is sent.  This is what \\[org-babel-expand-src-block] shows.
+Earlier blocks of the :session that have no answer yet contribute
+their turns alone."
+  (let* ((envelope (let ((ob-chat-ai--preview t))
+                     (ob-chat-ai--envelope body params t)))
          (final (ob-chat-ai-process-wait
                  (ob-chat-ai-process-send (cons '(dry_run . t) envelope)))))
     (pcase (alist-get 'type final)
@@ -336,7 +342,8 @@ They are the system message, the conversation so far of the block's
   (let* ((session (ob-chat-ai-messages-session params))
          (history (and session
                        (ob-chat-ai-messages-history
-                        session (ob-chat-ai--block-start) #'ob-chat-ai--block-busy-p)))
+                        session (ob-chat-ai--block-start) #'ob-chat-ai--block-busy-p
+                        ob-chat-ai--preview)))
          (system (or (cdr history) (ob-chat-ai--param params :system)))
          (role (format "%s" (or (ob-chat-ai--param params :role-system) "system")))
          (turns (append (car history) (ob-chat-ai-messages-block-turns body params))))
@@ -485,12 +492,13 @@ which is empty" name))))
 The newest is first.")
 
 (defun ob-chat-ai--block-start ()
-  "Return the start of the block being run, or else of the block at point."
-  (or org-babel-current-src-block-location
-      (let ((element (org-element-at-point)))
-        (and (eq (org-element-type element) 'src-block)
-             (org-element-property :post-affiliated element)))
-      (point)))
+  "Return the start of the block at point, or else of the block being run.
+Babel runs a block with point on it, except for a #+CALL: line; where
+it says the block is may be out of date when a reply came meanwhile."
+  (let ((element (org-element-at-point)))
+    (if (eq (org-element-type element) 'src-block)
+        (org-element-property :post-affiliated element)
+      (or org-babel-current-src-block-location (point)))))
 
 (defun ob-chat-ai--block-busy-p (position)
   "Return non-nil when the block at POSITION waits for its reply or its turn."
@@ -545,8 +553,10 @@ A block that cannot run gets an error line saying why."
                 (ob-chat-ai--run-waiting))))))))))
 
 (defun ob-chat-ai--run-waiting ()
-  "Run the block at point, which waited for its session; show why if it cannot."
+  "Run the block at point, which waited for its session; show why if it cannot.
+Its placeholder goes first, lest :cache take it for the result."
   (let ((org-confirm-babel-evaluate nil))
+    (org-babel-remove-result)
     (condition-case err
         (org-babel-execute-src-block)
       (error

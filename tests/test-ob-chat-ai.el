@@ -1311,6 +1311,22 @@ three
 " text))
       (should-not (string-search "waiting" text)))))
 
+(ert-deftest ob-chat-ai-test-session-block-that-waited-is-sent-with-cache-yes ()
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model slow :session s
+one
+#+end_src
+
+#+begin_src chat-ai :model slow :session s :cache yes
+two
+#+end_src
+"
+    (org-babel-execute-buffer)
+    (let ((text (ob-chat-ai-test-idle)))
+      (should (equal (ob-chat-ai-test-messages-sent (nth 1 (ob-chat-ai-test-received 2)))
+                     '(("user" "one") ("assistant" "one") ("user" "two"))))
+      (should (string-match-p "^#\\+RESULTS\\[[0-9a-f]+\\]:\n: two\n\\'" text))
+      (should-not (string-search "waiting" text)))))
+
 (ert-deftest ob-chat-ai-test-session-blocks-run-in-order-sync ()
   (ob-chat-ai-test-with-org ob-chat-ai-test-session-of-three
     (org-babel-execute-buffer)
