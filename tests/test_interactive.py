@@ -210,3 +210,34 @@ def test_execute_buffer_asks_a_session_in_order(
         )
     finally:
         terminal.close()
+
+
+def test_header_args_and_their_values_complete(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    notes = tmp_path / "complete.org"
+    notes.write_text(
+        f"#+begin_src chat-ai :base-url {server.base_url}\nhi\n#+end_src\n",
+        encoding="utf-8",
+    )
+    terminal = open_in_emacs(notes)
+    try:
+        terminal.wait_for(lambda s: "#+begin_src chat-ai" in s, "the Org file")
+        terminal.keys("C-c", "C-v", "j")
+        terminal.wait_for(lambda s: "Header Arg:" in s, "the header arg prompt")
+        terminal.keys("form", literal=True)
+        terminal.keys("Tab")
+        terminal.wait_for(lambda s: "Header Arg: format" in s, "format completed")
+        terminal.keys("Enter")
+        terminal.wait_for(lambda s: "Value:" in s, "the value prompt")
+        terminal.keys("o", literal=True)
+        terminal.keys("Tab")
+        terminal.wait_for(lambda s: "Value: org" in s, "org completed")
+        terminal.keys("Enter")
+        terminal.wait_for(
+            lambda s: "#+begin_src chat-ai :base-url" in s and " :format org\n" in s,
+            "the header arg inserted",
+        )
+        assert "Wrong type argument" not in terminal.screen()
+    finally:
+        terminal.close()
