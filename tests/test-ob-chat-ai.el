@@ -1345,7 +1345,8 @@ two
                       (lambda () (org-babel-execute-src-block nil nil '((:async . "no")))))
                      "chat-ai: The block at line 5, earlier in session trip, is still \
 answering; run this block when its reply is in"))
-      (should (equal (buffer-string) original))))
+      (should (equal (buffer-string) original))
+      (ob-chat-ai-test-idle)))
   (ob-chat-ai-test-async "#+begin_src chat-ai :model error-500 :max-retries 0 :session s
 fails
 #+end_src
