@@ -171,17 +171,14 @@ the reply replaces it when it has come."
       (prog1 ob-chat-ai--finished-reply
         (setq ob-chat-ai--finished-reply nil))
     (ob-chat-ai--check-header-args params)
-    (let ((async (and (not (ob-chat-ai--yes-p params :dry-run))
-                      (ob-chat-ai--async-p params))))
-      (cond
-       ((ob-chat-ai--yes-p params :dry-run)
-        (org-babel-expand-body:chat-ai body params))
-       ((and async (ob-chat-ai--wait-for-session params)))
-       (t
-        (let ((envelope (ob-chat-ai--envelope body params)))
-          (if async
-              (ob-chat-ai--start-job envelope body params)
-            (ob-chat-ai--run-sync envelope params))))))))
+    (if (ob-chat-ai--yes-p params :dry-run)
+        (org-babel-expand-body:chat-ai body params)
+      (let ((async (ob-chat-ai--async-p params)))
+        (or (and async (ob-chat-ai--wait-for-session params))
+            (let ((envelope (ob-chat-ai--envelope body params)))
+              (if async
+                  (ob-chat-ai--start-job envelope body params)
+                (ob-chat-ai--run-sync envelope params))))))))
 
 (defvar ob-chat-ai--preview nil
   "Non-nil while a request is made to be shown, not sent.")
@@ -523,8 +520,11 @@ it is then run again when that reply is in."
                                 (and (eq (marker-buffer marker) (current-buffer))
                                      (= marker here)))
                               ob-chat-ai--waiting)))
-      (ob-chat-ai-reply-placeholder
-       (format "the earlier blocks of session %s" session)))))
+      (ob-chat-ai--session-placeholder session))))
+
+(defun ob-chat-ai--session-placeholder (session)
+  "Return the placeholder of a block that waits for the earlier ones of SESSION."
+  (ob-chat-ai-reply-placeholder (format "the earlier blocks of session %s" session)))
 
 (defun ob-chat-ai--start-waiting ()
   "Run each waiting block whose session has no earlier block left to wait for.
@@ -550,13 +550,26 @@ A block that cannot run gets an error line saying why."
                                (ob-chat-ai-messages-session-blocks session marker)))
                 (setq ob-chat-ai--waiting (delq marker ob-chat-ai--waiting))
                 (set-marker marker nil)
-                (ob-chat-ai--run-waiting))))))))))
+                (ob-chat-ai--run-waiting session))))))))))
 
-(defun ob-chat-ai--run-waiting ()
-  "Run the block at point, which waited for its session; show why if it cannot.
-Its placeholder goes first, lest :cache take it for the result."
-  (let ((org-confirm-babel-evaluate nil))
-    (org-babel-remove-result)
+(defun ob-chat-ai--run-waiting (session)
+  "Run the block at point, which waited for SESSION; show why if it cannot.
+Its placeholder goes first: with :cache yes the whole result, lest
+Babel take it for the answer, else its line alone, for :results
+append."
+  (let ((org-confirm-babel-evaluate nil)
+        (where (org-babel-where-is-src-block-result)))
+    (when where
+      (if (equal (cdr (assq :cache (nth 2 (org-babel-get-src-block-info 'no-eval))))
+                 "yes")
+          (org-babel-remove-result)
+        (save-excursion
+          (goto-char where)
+          (forward-line)
+          (when (search-forward (ob-chat-ai--session-placeholder session)
+                                (max (org-babel-result-end) (line-end-position)) t)
+            (delete-region (line-beginning-position)
+                           (min (point-max) (1+ (line-end-position))))))))
     (condition-case err
         (org-babel-execute-src-block)
       (error

@@ -1311,7 +1311,7 @@ three
 " text))
       (should-not (string-search "waiting" text)))))
 
-(ert-deftest ob-chat-ai-test-session-block-that-waited-is-sent-with-cache-yes ()
+(ert-deftest ob-chat-ai-test-session-block-that-waited-is-sent-right-with-cache-yes ()
   (ob-chat-ai-test-async "#+begin_src chat-ai :model slow :session s
 one
 #+end_src
@@ -1324,8 +1324,27 @@ two
     (let ((text (ob-chat-ai-test-idle)))
       (should (equal (ob-chat-ai-test-messages-sent (nth 1 (ob-chat-ai-test-received 2)))
                      '(("user" "one") ("assistant" "one") ("user" "two"))))
-      (should (string-match-p "^#\\+RESULTS\\[[0-9a-f]+\\]:\n: two\n\\'" text))
-      (should-not (string-search "waiting" text)))))
+      (should-not (string-search "earlier blocks" text)))))
+
+(ert-deftest ob-chat-ai-test-session-block-that-waited-appends-its-reply ()
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model slow :session s
+one
+#+end_src
+
+#+begin_src chat-ai :model slow :session s :results append
+two
+#+end_src
+
+#+RESULTS:
+: an earlier answer
+"
+    (org-babel-execute-buffer)
+    (should (string-suffix-p "#+RESULTS:
+: an earlier answer
+: chat-ai: waiting for the earlier blocks of session s...
+" (buffer-string)))
+    (should (string-suffix-p "#+RESULTS:\n: an earlier answer\n: two\n"
+                             (ob-chat-ai-test-idle)))))
 
 (ert-deftest ob-chat-ai-test-session-blocks-run-in-order-sync ()
   (ob-chat-ai-test-with-org ob-chat-ai-test-session-of-three
