@@ -23,6 +23,9 @@
 ;; Blocks that share a :session form one conversation in document
 ;; order: each earlier block contributes the turns it sent, and its
 ;; #+RESULTS: as the assistant's answer, without chat-ai's own lines.
+;; An earlier block whose reply is still on its way, or whose result is
+;; an error, a cancelled note or a placeholder, has no answer to give:
+;; the session stops there with a line naming it.
 ;;
 ;; $name and ${name} in the body are replaced by the value of the
 ;; block's :var name.
