@@ -78,6 +78,16 @@ whose text is needed at once always wait: during export, for
 (defvar ob-chat-ai--jobs nil
   "The blocks whose replies are on their way, the newest first.")
 
+(defvar ob-chat-ai--after-job-hook nil
+  "Functions run with no arguments after a job has ended and its reply is in.")
+
+(defun ob-chat-ai--job-block-p (position)
+  "Return non-nil when the block at POSITION of this buffer has a running job."
+  (seq-some (lambda (job)
+              (and (eq (ob-chat-ai--job-buffer job) (current-buffer))
+                   (= (ob-chat-ai--job-block job) position)))
+            ob-chat-ai--jobs))
+
 (defvar ob-chat-ai--progress-timer nil
   "The timer that updates the progress shown while replies stream.")
 
@@ -362,7 +372,8 @@ that was dropped has nothing to put, and ends at once."
       (message "%s" (or echo
                         (format "chat-ai: answered in %.1fs"
                                 (- (float-time) (ob-chat-ai--job-started job)))))))
-  (ob-chat-ai--job-forget job))
+  (ob-chat-ai--job-forget job)
+  (run-hooks 'ob-chat-ai--after-job-hook))
 
 (defun ob-chat-ai--job-insert (job text complete)
   "Put TEXT in the results of JOB's block, through Babel's result handling.

@@ -21,8 +21,11 @@
 ;; turn.  A backslash before a marker, \[user]:, keeps the line as text.
 ;;
 ;; Blocks that share a :session form one conversation in document
-;; order: each earlier block contributes its turns, and its #+RESULTS:
-;; as the assistant's answer.
+;; order: each earlier block contributes the turns it sent, and its
+;; #+RESULTS: as the assistant's answer, without chat-ai's own lines.
+;; An earlier block whose reply is still on its way, or whose result is
+;; an error, a cancelled note or a placeholder, has no answer to give:
+;; the session stops there with a line naming it.
 ;;
 ;; $name and ${name} in the body are replaced by the value of the
 ;; block's :var name.
@@ -111,64 +114,99 @@ it; a table becomes Org table text.  Names that VARS lacks stay."
 
 ;;;; Threads across blocks
 
-(defconst ob-chat-ai-messages--block-start
-  "^[ \t]*#\\+begin_src[ \t]+chat-ai\\(?:[ \t]\\|$\\)"
-  "The regexp of the first line of a chat-ai source block.")
+(defun ob-chat-ai-messages-block-turns (body params)
+  "Return what a block with BODY and PARAMS sends, as (ROLE . CONTENT) pairs.
+BODY is the block's body as Babel hands it over, its noweb
+references expanded; its $variables are replaced by the values of
+the :var header args in PARAMS."
+  (ob-chat-ai-messages-turns
+   (ob-chat-ai-messages-substitute body (org-babel--get-vars params))))
 
-(defun ob-chat-ai-messages-history (session here)
+(defun ob-chat-ai-messages-session-blocks (session here)
+  "Return where the chat-ai blocks of SESSION before HERE start, in order."
+  (let ((blocks nil))
+    (org-with-wide-buffer
+     (org-babel-map-src-blocks nil
+       (when (and (< beg-block here)
+                  (equal lang "chat-ai")
+                  (equal (ob-chat-ai-messages-session
+                          (nth 2 (org-babel-get-src-block-info 'no-eval)))
+                         session))
+         (push beg-block blocks))))
+    (nreverse blocks)))
+
+(defun ob-chat-ai-messages-history (session here busy-p &optional lenient)
   "Return the conversation so far of SESSION, from the blocks before HERE.
-Each chat-ai block of SESSION contributes its turns, then its result
-as the assistant's turn.  Return (TURNS . SYSTEM), SYSTEM being the
-:system of the first of those blocks."
+Each chat-ai block of SESSION contributes the turns it sent, then
+what the model answered in its result; chat-ai's own lines there
+are left out, and a block without a result contributes its turns
+alone.  Return (TURNS . SYSTEM), SYSTEM being the :system of the
+first of those blocks.
+A block that is not done has no answer to give: BUSY-P, called with
+its position, says its reply is on its way, or its result is no
+whole reply (an error, a cancelled request, a placeholder).  Signal
+a `user-error' naming it; when LENIENT, let it contribute its turns
+alone instead, as a preview or a :cache hash may."
   (let ((turns nil)
         (system nil)
-        (first t)
-        (case-fold-search t))
-    (save-excursion
-      (save-restriction
-        (widen)
-        (goto-char (point-min))
-        (while (and (re-search-forward ob-chat-ai-messages--block-start nil t)
-                    (< (match-beginning 0) here))
-          (goto-char (match-beginning 0))
-          (let* ((info (org-babel-get-src-block-info 'no-eval))
-                 (params (nth 2 info)))
-            (when (equal (format "%s" (cdr (assq :session params))) session)
-              (when first
-                (setq system (cdr (assq :system params))
-                      first nil))
-              (setq turns (append turns (ob-chat-ai-messages-turns (nth 1 info))))
-              (let ((answer (ob-chat-ai-messages--result)))
-                (when answer
-                  (setq turns (append turns (list (cons "assistant" answer))))))))
-          (forward-line))))
+        (first t))
+    (org-with-wide-buffer
+     (dolist (block (ob-chat-ai-messages-session-blocks session here))
+       (goto-char block)
+       (let* ((info (org-babel-get-src-block-info))
+              (params (nth 2 info))
+              (where (format "The block at line %d, earlier in session %s,"
+                             (line-number-at-pos block) session))
+              (result (ob-chat-ai-messages--result))
+              (busy (funcall busy-p block))
+              (unfinished (and result (ob-chat-ai-reply-unfinished result))))
+         (unless lenient
+           (when busy
+             (ob-chat-ai--user-error "%s is still answering; run this block \
+when its reply is in" where))
+           (when unfinished
+             (ob-chat-ai--user-error "%s has no whole reply (%s); run it again first"
+                         where unfinished)))
+         (when first
+           (setq system (cdr (assq :system params))
+                 first nil))
+         (setq turns
+               (append turns
+                       (ob-chat-ai-messages-block-turns
+                        (if (org-babel-noweb-p params :eval)
+                            (org-babel-expand-noweb-references info)
+                          (nth 1 info))
+                        params)
+                       (let ((answer (and result (not busy) (not unfinished)
+                                          (ob-chat-ai-reply-answer result))))
+                         (and answer (list (cons "assistant" answer)))))))))
     (cons turns system)))
 
+(defun ob-chat-ai-messages-session (params)
+  "Return the name of the :session in PARAMS, or nil when there is none."
+  (let ((session (cdr (assq :session params))))
+    (and session (not (member session '("" "none"))) (format "%s" session))))
+
 (defun ob-chat-ai-messages--result ()
-  "Return what the model said in the result of the block at point, or nil.
-chat-ai's own lines in it (placeholder, notes, error line) are left out."
+  "Return the text of the result of the block at point, or nil when it has none."
   (let ((where (org-babel-where-is-src-block-result)))
     (when where
       (save-excursion
         (goto-char where)
         (forward-line)
-        (ob-chat-ai-reply-answer
-         (ob-chat-ai-messages--result-text
-          (buffer-substring-no-properties (point) (org-babel-result-end))))))))
-
-(defun ob-chat-ai-messages--result-text (text)
-  "Return result TEXT without its Org markup."
-  (let ((lines (split-string (string-trim-right text) "\n")))
-    (string-trim
-     (cond
-      ((seq-every-p (lambda (line) (string-match-p "\\`[ \t]*:\\(?: \\|\\'\\)" line))
-                    lines)
-       (mapconcat (lambda (line) (replace-regexp-in-string "\\`[ \t]*: ?" "" line))
-                  lines "\n"))
-      ((string-match-p "\\`[ \t]*\\(?:#\\+begin_\\|:results:\\)" (car lines))
-       (org-unescape-code-in-string
-        (mapconcat #'identity (butlast (cdr lines)) "\n")))
-      (t text)))))
+        (let ((element (org-element-at-point)))
+          (pcase (org-element-type element)
+            ;; Babel reads "42" as a number: take the text as written.
+            ('fixed-width (org-element-property :value element))
+            ('drawer
+             (let ((begin (org-element-property :contents-begin element)))
+               (if begin
+                   (org-unescape-code-in-string
+                    (buffer-substring-no-properties
+                     begin (org-element-property :contents-end element)))
+                 "")))
+            (_ (let ((value (org-babel-read-result)))
+                 (and (stringp value) value)))))))))
 
 (declare-function org-unescape-code-in-string "org-src" (s))
 

@@ -39,22 +39,20 @@
     (unless (member value '(nil ""))
       value)))
 
+(defconst ob-chat-ai--boolean-words '((yes . t) (no . :false))
+  "The words a yes-or-no header arg takes, as in Babel's own, and their meaning.")
+
 (defun ob-chat-ai--boolean (value)
   "Return t or :false for a yes or no VALUE, and nil when it is neither."
-  (pcase (downcase (format "%s" value))
-    ((or "yes" "t" "true" "on") t)
-    ((or "no" "nil" "false" "off") :false)))
+  (cdr (assoc-string (format "%s" value) ob-chat-ai--boolean-words)))
 
 (defun ob-chat-ai--yes-p (params name)
   "Return non-nil when header arg NAME in PARAMS is yes."
   (eq (ob-chat-ai--boolean (ob-chat-ai--param params name)) t))
 
 (defun ob-chat-ai--org-format-p (params)
-  "Return non-nil when PARAMS ask for the reply as Org text, checking :format."
-  (let ((format (format "%s" (or (ob-chat-ai--param params :format) "markdown"))))
-    (unless (member format '("markdown" "org"))
-      (ob-chat-ai--user-error ":format must be markdown or org, not %s" format))
-    (equal format "org")))
+  "Return non-nil when PARAMS ask for the reply as Org text."
+  (equal (format "%s" (ob-chat-ai--param params :format)) "org"))
 
 ;;;; chat-ai's own lines
 
@@ -77,6 +75,21 @@
 (defun ob-chat-ai-reply-own-line-p (line)
   "Return non-nil when LINE is one of chat-ai's own lines."
   (string-match-p ob-chat-ai-reply-own-line-regexp line))
+
+(defconst ob-chat-ai-reply--cancelled "cancelled; the reply is incomplete"
+  "The note of a request that was cancelled.")
+
+(defun ob-chat-ai-reply-unfinished (text)
+  "Return the last line of result TEXT if it is the sign of an unfinished reply.
+That is a last line which is the placeholder, an error line or the
+note of a cancelled request.  Notes about a whole reply (it stopped
+early, the tokens used) do not count."
+  (let ((last (car (last (split-string (string-trim-right text) "\n"))))
+        (note (substring (ob-chat-ai-reply-note "") 0 -1)))
+    (and (ob-chat-ai-reply-own-line-p last)
+         (or (not (string-prefix-p note last))
+             (equal last (ob-chat-ai-reply-note ob-chat-ai-reply--cancelled)))
+         last)))
 
 (defun ob-chat-ai-reply-answer (text)
   "Return what the model said in result TEXT, without chat-ai's own lines.
@@ -161,7 +174,7 @@ structure of their own are protected (see `ob-chat-ai-reply-contain')."
 That is the error line of a request that failed."
   (unless (equal (alist-get 'type final) "done")
     (pcase (alist-get 'kind final)
-      ("cancelled" (ob-chat-ai-reply-note "cancelled; the reply is incomplete"))
+      ("cancelled" (ob-chat-ai-reply-note ob-chat-ai-reply--cancelled))
       ("invalid" (ob-chat-ai-reply-error-line (ob-chat-ai--invalid-message final)))
       (_ (ob-chat-ai-reply-error-line (alist-get 'message final))))))
 

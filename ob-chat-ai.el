@@ -96,8 +96,8 @@ KIND says how the header value becomes a JSON value: `string',
 JSON object) or `json-or-string'.")
 
 (defconst ob-chat-ai--other-header-args
-  '((:system . :any)
-    (:role-system . ("system" "developer"))
+  `((:system . :any)
+    (:role-system . (system developer))
     (:params . :any)
     (:provider . :any)
     (:base-url . :any)
@@ -106,23 +106,33 @@ JSON object) or `json-or-string'.")
     (:api-key . :any)
     (:timeout . :any)
     (:max-retries . :any)
-    (:dry-run . ("yes" "no"))
-    (:format . ("markdown" "org"))
-    (:usage . ("yes" "no"))
-    (:async . ("yes" "no")))
-  "Header args that shape the request without being a field of their own.")
+    (:dry-run . ,(mapcar #'car ob-chat-ai--boolean-words))
+    (:format . (markdown org))
+    (:usage . ,(mapcar #'car ob-chat-ai--boolean-words))
+    (:async . ,(mapcar #'car ob-chat-ai--boolean-words)))
+  "Header args that shape the request without being a field of their own.
+Each is (HEADER-ARG . VALUES): VALUES is `:any' or the symbols it takes.")
+
+(defun ob-chat-ai--allowed-values (header-arg)
+  "Return the symbols that HEADER-ARG takes, or nil when it takes any value.
+The helper checks the values of request fields other than booleans."
+  (let ((other (assq header-arg ob-chat-ai--other-header-args))
+        (field (assq header-arg ob-chat-ai--request-fields)))
+    (cond
+     (other (and (listp (cdr other)) (cdr other)))
+     ((eq (nth 2 field) 'boolean) (mapcar #'car ob-chat-ai--boolean-words)))))
 
 (defvar org-babel-header-args:chat-ai
-  (append
-   (mapcar (lambda (spec)
-             (cons (intern (substring (symbol-name (car spec)) 1))
-                   (if (eq (nth 2 spec) 'boolean) '((yes no)) :any)))
-           ob-chat-ai--request-fields)
-   (mapcar (lambda (spec)
-             (cons (intern (substring (symbol-name (car spec)) 1))
-                   (if (listp (cdr spec)) (list (cdr spec)) (cdr spec))))
-           ob-chat-ai--other-header-args))
-  "Header arguments specific to chat-ai source blocks, for completion.")
+  (mapcar (lambda (header-arg)
+            (let ((values (ob-chat-ai--allowed-values header-arg)))
+              (cons (intern (substring (symbol-name header-arg) 1))
+                    (if values (list values) :any))))
+          (append (mapcar #'car ob-chat-ai--request-fields)
+                  (mapcar #'car ob-chat-ai--other-header-args)))
+  "Header arguments specific to chat-ai source blocks and the values they take.
+As in `org-babel-common-header-args-w-values', values are symbols, in
+one group; `org-babel-insert-header-arg', completion and `org-lint'
+read them.")
 
 (defconst ob-chat-ai--babel-internal-params
   '(:result-params :result-type :colname-names :rowname-names)
@@ -142,18 +152,24 @@ for the block is cancelled first."
     (let ((ob-chat-ai--executing t))
       (ob-chat-ai--execute body params))))
 
+(defvar ob-chat-ai--previewing nil
+  "Non-nil while a request is made to be shown, not sent.")
+
 (defun ob-chat-ai--execute (body params)
   "Run the chat-ai block with BODY and PARAMS: dry run, in the background, or now."
   (ob-chat-ai--check-header-args params)
   (if (ob-chat-ai--yes-p params :dry-run)
       (ob-chat-ai--dry-run body params)
-    (let ((envelope (ob-chat-ai--envelope body params)))
-      (if (ob-chat-ai--async-p params)
-          (progn
-            (ob-chat-ai--check-request envelope)
-            (ob-chat-ai--start-job envelope body params (ob-chat-ai--drop-block-job)))
-        (ob-chat-ai--drop-block-job)
-        (ob-chat-ai--run-sync envelope params)))))
+    (let ((async (ob-chat-ai--async-p params)))
+      (or (and async (ob-chat-ai--wait-for-session params))
+          (let ((envelope (ob-chat-ai--envelope body params)))
+            (if async
+                (progn
+                  (ob-chat-ai--check-request envelope)
+                  (ob-chat-ai--start-job envelope body params
+                                         (ob-chat-ai--drop-block-job)))
+              (ob-chat-ai--drop-block-job)
+              (ob-chat-ai--run-sync envelope params)))))))
 
 ;;;###autoload
 (defun org-babel-expand-body:chat-ai (body params)
@@ -168,7 +184,9 @@ without the helper.  :dry-run yes shows the whole request instead."
 The helper builds it as it would send it; nothing is sent."
   (let ((final (ob-chat-ai-process-wait
                 (ob-chat-ai-process-send
-                 (cons '(dry_run . t) (ob-chat-ai--envelope body params))))))
+                 (cons '(dry_run . t)
+                       (let ((ob-chat-ai--previewing t))
+                         (ob-chat-ai--envelope body params)))))))
     (pcase (alist-get 'type final)
       ("preview" (alist-get 'text final))
       (_ (ob-chat-ai--user-error "%s" (ob-chat-ai--invalid-message final))))))
@@ -239,7 +257,9 @@ Org's font-lock freezes Emacs on a very long fixed-width line."
       "the model"))
 
 (defun ob-chat-ai--check-header-args (params)
-  "Signal a `user-error' naming any header arg in PARAMS that nobody knows."
+  "Signal a `user-error' for the first header arg in PARAMS that is wrong.
+That is a header arg nobody knows, or a value that its header arg
+does not take.  This runs before anything is sent."
   (let ((known (append (mapcar #'car ob-chat-ai--request-fields)
                        (mapcar #'car ob-chat-ai--other-header-args)
                        ob-chat-ai--babel-internal-params
@@ -254,7 +274,20 @@ Org's font-lock freezes Emacs on a very long fixed-width line."
                                        2))
                                  known)))
             (ob-chat-ai--user-error "Unknown header argument %s%s" name
-                        (if guess (format " (did you mean %s?)" guess) ""))))))))
+                        (if guess (format " (did you mean %s?)" guess) ""))))
+        (let ((values (ob-chat-ai--allowed-values name))
+              (value (ob-chat-ai--param params name)))
+          (when (and values value
+                     (not (assoc-string (format "%s" value) (mapcar #'list values))))
+            (ob-chat-ai--user-error "%s must be %s, not %s" name
+                        (ob-chat-ai--one-of values) value)))))))
+
+(defun ob-chat-ai--one-of (values)
+  "Return VALUES, symbols, as words for a message: \"a, b or c\"."
+  (let ((words (mapcar #'symbol-name values)))
+    (if (cdr words)
+        (concat (string-join (butlast words) ", ") " or " (car (last words)))
+      (car words))))
 
 (defun ob-chat-ai--envelope (body params)
   "Return the request for BODY and PARAMS, as an alist ready for the helper.
@@ -392,27 +425,18 @@ reports the same problem."
   "Return the messages for BODY and PARAMS.
 They are the system message, the conversation so far of the block's
 :session, and the turns of BODY, its $variables replaced."
-  (let* ((session (ob-chat-ai--session params))
+  (let* ((session (ob-chat-ai-messages-session params))
          (history (and session
                        (ob-chat-ai-messages-history
-                        session (or org-babel-current-src-block-location (point)))))
+                        session (ob-chat-ai--block-start) #'ob-chat-ai--block-busy-p
+                        ob-chat-ai--previewing)))
          (system (or (cdr history) (ob-chat-ai--param params :system)))
          (role (format "%s" (or (ob-chat-ai--param params :role-system) "system")))
-         (turns (append (car history)
-                        (ob-chat-ai-messages-turns
-                         (ob-chat-ai-messages-substitute
-                          body (org-babel--get-vars params))))))
-    (unless (member role '("system" "developer"))
-      (ob-chat-ai--user-error ":role-system must be system or developer, not %s" role))
+         (turns (append (car history) (ob-chat-ai-messages-block-turns body params))))
     (vconcat
      (and system `(((role . ,role) (content . ,(format "%s" system)))))
      (mapcar (lambda (turn) `((role . ,(car turn)) (content . ,(cdr turn))))
              turns))))
-
-(defun ob-chat-ai--session (params)
-  "Return the name of the :session in PARAMS, or nil when there is none."
-  (let ((session (ob-chat-ai--param params :session)))
-    (and session (not (equal session "none")) (format "%s" session))))
 
 (defun ob-chat-ai--json-value (name kind value)
   "Return header arg NAME's VALUE as the JSON value of its KIND.
@@ -551,6 +575,105 @@ provider's own address."
 (defun ob-chat-ai--nonempty (text)
   "Return TEXT trimmed, or nil when it is nil or blank."
   (and text (not (string-empty-p (string-trim text))) (string-trim text)))
+
+;;;; Sessions
+
+(defvar ob-chat-ai--waiting nil
+  "Markers at the blocks that wait for an earlier block of their session.
+The newest is first.")
+
+(defun ob-chat-ai--block-start ()
+  "Return the start of the block at point, or else of the block being run.
+Babel runs a block with point on it, except for a #+CALL: line; where
+it says the block is may be out of date when a reply came meanwhile."
+  (let ((element (org-element-at-point)))
+    (if (eq (org-element-type element) 'src-block)
+        (org-element-property :post-affiliated element)
+      (or org-babel-current-src-block-location (point)))))
+
+(defun ob-chat-ai--block-busy-p (position)
+  "Return non-nil when the block at POSITION waits for its reply or its turn."
+  (or (ob-chat-ai--job-block-p position)
+      (seq-some (lambda (marker)
+                  (and (eq (marker-buffer marker) (current-buffer))
+                       (= marker position)))
+                ob-chat-ai--waiting)))
+
+(defun ob-chat-ai--wait-for-session (params)
+  "Return a placeholder when the block with PARAMS must wait for its session.
+It must while an earlier block of its :session waits for its reply;
+it is then run again when that reply is in."
+  (let* ((session (ob-chat-ai-messages-session params))
+         (here (ob-chat-ai--block-start)))
+    (when (and session
+               (seq-some #'ob-chat-ai--block-busy-p
+                         (ob-chat-ai-messages-session-blocks session here)))
+      (setq ob-chat-ai--waiting
+            (cons (copy-marker here t)
+                  (seq-remove (lambda (marker)
+                                (and (eq (marker-buffer marker) (current-buffer))
+                                     (= marker here)))
+                              ob-chat-ai--waiting)))
+      (ob-chat-ai--session-placeholder session))))
+
+(defun ob-chat-ai--session-placeholder (session)
+  "Return the placeholder of a block that waits for the earlier ones of SESSION."
+  (ob-chat-ai-reply-placeholder (format "the earlier blocks of session %s" session)))
+
+(defun ob-chat-ai--start-waiting ()
+  "Run each waiting block whose session has no earlier block left to wait for.
+A block that cannot run gets an error line saying why."
+  (dolist (marker (reverse ob-chat-ai--waiting))
+    (let ((buffer (marker-buffer marker)))
+      (if (not (buffer-live-p buffer))
+          (setq ob-chat-ai--waiting (delq marker ob-chat-ai--waiting))
+        (with-current-buffer buffer
+          (save-excursion
+            (goto-char marker)
+            (let* ((element (org-element-at-point))
+                   (session (and (eq (org-element-type element) 'src-block)
+                                 (= (org-element-property :post-affiliated element)
+                                    marker)
+                                 (ob-chat-ai-messages-session
+                                  (nth 2 (org-babel-get-src-block-info 'no-eval))))))
+              (cond
+               ((not session)
+                (setq ob-chat-ai--waiting (delq marker ob-chat-ai--waiting))
+                (set-marker marker nil))
+               ((not (seq-some #'ob-chat-ai--block-busy-p
+                               (ob-chat-ai-messages-session-blocks session marker)))
+                (setq ob-chat-ai--waiting (delq marker ob-chat-ai--waiting))
+                (set-marker marker nil)
+                (ob-chat-ai--run-waiting session))))))))))
+
+(defun ob-chat-ai--run-waiting (session)
+  "Run the block at point, which waited for SESSION; show why if it cannot.
+Its placeholder goes first: with :cache yes the whole result, lest
+Babel take it for the answer, else its line alone, for :results
+append."
+  (let ((org-confirm-babel-evaluate nil)
+        (where (org-babel-where-is-src-block-result)))
+    (when where
+      (if (equal (cdr (assq :cache (nth 2 (org-babel-get-src-block-info 'no-eval))))
+                 "yes")
+          (org-babel-remove-result)
+        (save-excursion
+          (goto-char where)
+          (forward-line)
+          (when (search-forward (ob-chat-ai--session-placeholder session)
+                                (max (org-babel-result-end) (line-end-position)) t)
+            (delete-region (line-beginning-position)
+                           (min (point-max) (1+ (line-end-position))))))))
+    (condition-case err
+        (org-babel-execute-src-block)
+      (error
+       (let ((line (ob-chat-ai-reply-error-line
+                    (string-remove-prefix "chat-ai: " (error-message-string err)))))
+         (message "%s" line)
+         (let ((ob-chat-ai--finished-reply line))
+           (org-babel-execute-src-block nil nil '((:cache . "no")))))))))
+
+(add-hook 'ob-chat-ai--after-job-hook #'ob-chat-ai--start-waiting)
 
 (add-to-list 'org-src-lang-modes '("chat-ai" . text))
 

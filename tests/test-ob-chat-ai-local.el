@@ -111,8 +111,11 @@ Why that one?
              (messages (alist-get 'messages (alist-get 'body request))))
         (should (equal (mapcar (lambda (m) (alist-get 'role m)) messages)
                        '("user" "assistant" "user")))
-        (should (equal (alist-get 'content (nth 1 messages))
-                       (ob-chat-ai-reply-answer first))))
+        ;; The model's text, without chat-ai's notes (it may stop early).
+        (let ((answer (alist-get 'content (nth 1 messages))))
+          (should (string-match-p "[[:alpha:]]\\{2,\\}" answer))
+          (should (string-prefix-p answer (string-trim first)))
+          (should-not (string-search "[chat-ai:" answer))))
       (org-babel-execute-src-block)
       (goto-char (point-max))
       (re-search-backward "^#\\+begin_src")

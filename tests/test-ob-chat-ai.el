@@ -317,7 +317,8 @@ hi
   (dolist (case '((":temperature hot"
                    "chat-ai: :temperature must be a number from 0 to 2, not \"hot\"")
                   (":n 0" "chat-ai: :n must be a whole number from 1 to 128, not 0")
-                  (":stream maybe" "chat-ai: :stream must be true or false, not \"maybe\"")
+                  (":stream maybe"
+                   "chat-ai: :stream must be yes or no, not maybe")
                   (":logit-bias {oops" "chat-ai: :logit-bias is not valid JSON")
                   (":role-system boss" "chat-ai: :role-system must be system or developer")
                   (":timeout soon"
@@ -1928,6 +1929,348 @@ answer
                                 (substring text -100))))
       (font-lock-ensure)
       (should-not (local-variable-p 'org-babel-min-lines-for-block-output)))))
+
+;;;; Tests: session history is what happened, Babel's header-arg tables, the key recipe
+
+(defun ob-chat-ai-test-clear-received ()
+  "Forget the requests the server received so far."
+  (with-current-buffer (process-buffer ob-chat-ai-test-server) (erase-buffer)))
+
+(ert-deftest ob-chat-ai-test-session-history-leaves-out-chat-ai-own-lines ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :session s :usage yes
+abcd
+#+end_src
+
+#+begin_src chat-ai :model length :session s
+cut short
+#+end_src
+
+#+begin_src chat-ai :model m :session s
+last
+#+end_src
+"
+    (org-babel-execute-buffer)
+    (should (string-search ": [chat-ai: m, tokens 4 prompt" (buffer-string)))
+    (should (string-search "[chat-ai: the reply stopped early: finish_reason length]"
+                           (buffer-string)))
+    (should (equal (ob-chat-ai-test-messages-sent (nth 2 (ob-chat-ai-test-received 3)))
+                   '(("user" "abcd") ("assistant" "abcd")
+                     ("user" "cut short") ("assistant" "cut short")
+                     ("user" "last"))))))
+
+(ert-deftest ob-chat-ai-test-session-refuses-to-go-on-after-an-unfinished-reply ()
+  (dolist (case '(("cut" "chat-ai error: the connection closed mid-stream; \
+the reply is incomplete")
+                  ("error-500" "chat-ai error: HTTP 500 scenario_error")))
+    (ob-chat-ai-test-with-org
+        (format "#+begin_src chat-ai :model %s :session s
+abcdefghijkl
+#+end_src
+
+#+begin_src chat-ai :model m :session s
+next
+#+end_src
+" (car case))
+      (should (string-search (cadr case) (ob-chat-ai-test-run)))
+      (ob-chat-ai-test-clear-received)
+      (let ((original (buffer-string))
+            (message (ob-chat-ai-test-user-error #'ob-chat-ai-test-run-last)))
+        (should (string-prefix-p (concat "chat-ai: The block at line 1, earlier in \
+session s, has no whole reply (" (cadr case))
+                                 message))
+        (should (string-suffix-p "); run it again first" message))
+        (should (equal (buffer-string) original))
+        (should-not (ob-chat-ai-test-received)))))
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :session s
+asked
+#+end_src
+
+#+RESULTS:
+: partial text
+: 
+: [chat-ai: cancelled; the reply is incomplete]
+
+#+begin_src chat-ai :model m :session s
+next
+#+end_src
+"
+    (should (string-search "has no whole reply ([chat-ai: cancelled; the reply is incomplete])"
+                           (ob-chat-ai-test-user-error #'ob-chat-ai-test-run-last)))
+    (should-not (ob-chat-ai-test-received))))
+
+(ert-deftest ob-chat-ai-test-session-history-replays-the-body-as-it-was-sent ()
+  (ob-chat-ai-test-with-org "#+name: topic
+#+begin_src text
+Org Babel
+#+end_src
+
+#+begin_src chat-ai :model m :session s :var who=\"a poet\" :noweb yes
+As ${who}, tell me about <<topic>>.
+#+end_src
+
+#+begin_src chat-ai :model m :session s
+And more?
+#+end_src
+"
+    (re-search-forward "^#\\+begin_src chat-ai")
+    (org-babel-execute-src-block)
+    (ob-chat-ai-test-run-last)
+    (should (equal (ob-chat-ai-test-messages-sent (nth 1 (ob-chat-ai-test-received 2)))
+                   '(("user" "As a poet, tell me about Org Babel.")
+                     ("assistant" "As a poet, tell me about Org Babel.")
+                     ("user" "And more?"))))))
+
+(ert-deftest ob-chat-ai-test-session-results-are-read-as-written ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :session s
+q1
+#+end_src
+
+#+RESULTS:
+: 1e3
+
+#+begin_src chat-ai :model m :session s :results drawer
+q2
+#+end_src
+
+#+RESULTS:
+:results:
+,* a line Org would read as a heading
+:end:
+
+#+begin_src chat-ai :model m :session s
+q3
+#+end_src
+"
+    (ob-chat-ai-test-run-last)
+    (should (equal (ob-chat-ai-test-messages-sent)
+                   '(("user" "q1") ("assistant" "1e3")
+                     ("user" "q2") ("assistant" "* a line Org would read as a heading")
+                     ("user" "q3"))))))
+
+(defconst ob-chat-ai-test-session-of-three "* Trip
+:PROPERTIES:
+:header-args:chat-ai: :session trip :model slow
+:END:
+#+begin_src chat-ai
+one
+#+end_src
+
+#+begin_src chat-ai
+two
+#+end_src
+
+#+begin_src chat-ai
+three
+#+end_src
+"
+  "Three blocks of one session.")
+
+(ert-deftest ob-chat-ai-test-session-blocks-wait-for-the-earlier-ones-async ()
+  (ob-chat-ai-test-async ob-chat-ai-test-session-of-three
+    (org-babel-execute-buffer)
+    (should (= 1 (length ob-chat-ai--jobs)))
+    (should (= 2 (length (seq-filter
+                          (lambda (line)
+                            (equal line ": chat-ai: waiting for the earlier blocks \
+of session trip..."))
+                          (split-string (buffer-string) "\n")))))
+    (let ((text (ob-chat-ai-test-idle))
+          (requests (ob-chat-ai-test-received 3)))
+      (should (= 3 (length requests)))
+      (should (equal (ob-chat-ai-test-messages-sent (nth 1 requests))
+                     '(("user" "one") ("assistant" "one") ("user" "two"))))
+      (should (equal (ob-chat-ai-test-messages-sent (nth 2 requests))
+                     '(("user" "one") ("assistant" "one") ("user" "two")
+                       ("assistant" "two") ("user" "three"))))
+      (should (string-suffix-p "#+begin_src chat-ai
+three
+#+end_src
+
+#+RESULTS:
+: three
+" text))
+      (should-not (string-search "waiting" text)))))
+
+(ert-deftest ob-chat-ai-test-session-block-that-waited-is-sent-right-with-cache-yes ()
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model slow :session s
+one
+#+end_src
+
+#+begin_src chat-ai :model slow :session s :cache yes
+two
+#+end_src
+"
+    (org-babel-execute-buffer)
+    (let ((text (ob-chat-ai-test-idle)))
+      (should (equal (ob-chat-ai-test-messages-sent (nth 1 (ob-chat-ai-test-received 2)))
+                     '(("user" "one") ("assistant" "one") ("user" "two"))))
+      (should-not (string-search "earlier blocks" text)))))
+
+(ert-deftest ob-chat-ai-test-session-block-that-waited-appends-its-reply ()
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model slow :session s
+one
+#+end_src
+
+#+begin_src chat-ai :model slow :session s :results append
+two
+#+end_src
+
+#+RESULTS:
+: an earlier answer
+"
+    (org-babel-execute-buffer)
+    (should (string-suffix-p "#+RESULTS:
+: an earlier answer
+: chat-ai: waiting for the earlier blocks of session s...
+" (buffer-string)))
+    (should (string-suffix-p "#+RESULTS:\n: an earlier answer\n: two\n"
+                             (ob-chat-ai-test-idle)))))
+
+(ert-deftest ob-chat-ai-test-session-blocks-run-in-order-sync ()
+  (ob-chat-ai-test-with-org ob-chat-ai-test-session-of-three
+    (org-babel-execute-buffer)
+    (should (equal (ob-chat-ai-test-messages-sent (nth 2 (ob-chat-ai-test-received 3)))
+                   '(("user" "one") ("assistant" "one") ("user" "two")
+                     ("assistant" "two") ("user" "three"))))))
+
+(ert-deftest ob-chat-ai-test-session-block-that-cannot-wait-says-why ()
+  (ob-chat-ai-test-async ob-chat-ai-test-session-of-three
+    (ob-chat-ai-test-execute "^#\\+begin_src chat-ai\none")
+    (should ob-chat-ai--jobs)
+    (let ((original (buffer-string)))
+      (goto-char (point-min))
+      (re-search-forward "^#\\+begin_src chat-ai\ntwo")
+      (should (equal (ob-chat-ai-test-user-error
+                      (lambda () (org-babel-execute-src-block nil nil '((:async . "no")))))
+                     "chat-ai: The block at line 5, earlier in session trip, is still \
+answering; run this block when its reply is in"))
+      (should (equal (buffer-string) original))
+      (ob-chat-ai-test-idle)))
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model error-500 :max-retries 0 :session s
+fails
+#+end_src
+
+#+begin_src chat-ai :model m :session s
+waits, then cannot go on
+#+end_src
+"
+    (org-babel-execute-buffer)
+    (should (string-search ": chat-ai: waiting for the earlier blocks of session s..."
+                           (buffer-string)))
+    (should (string-suffix-p "#+RESULTS:
+: chat-ai error: The block at line 1, earlier in session s, has no whole reply \
+\(chat-ai error: HTTP 500 scenario_error: Scenario error 500; you sent no key. \
+\(the server failed; try again later)); run it again first
+" (ob-chat-ai-test-idle)))
+    (should (= 1 (length (ob-chat-ai-test-received))))))
+
+(ert-deftest ob-chat-ai-test-header-arg-values-complete-as-babel-expects ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai\nhi\n#+end_src\n"
+    (let* ((offered nil)
+           (header nil)
+           (completing-read-function
+            (lambda (_prompt collection &rest _)
+              (let ((choices (remove "default" (all-completions "" collection))))
+                (push choices offered)
+                (if (member header choices) header (car choices))))))
+      (dolist (name '("format" "async" "usage" "dry-run" "role-system" "stream" "store"))
+        (setq header name)
+        (setq offered nil)
+        (goto-char (point-min))
+        (org-babel-insert-header-arg header)
+        (should (member (car (car offered)) '("yes" "markdown" "system")))
+        (should (string-search (format ":%s %s" header (car (car offered)))
+                               (buffer-string)))
+        (setq offered nil)
+        (goto-char (point-min))
+        (end-of-line)
+        (insert " :")
+        (org-babel-enter-header-arg-w-completion "chat-ai")
+        (should (member header (car (last offered))))
+        (should (member (car (car offered)) '("yes" "markdown" "system")))))
+    (goto-char (point-min))
+    (should (string-prefix-p "#+begin_src chat-ai :format markdown :format markdown \
+:async yes :async yes :usage yes :usage yes :dry-run yes :dry-run yes :role-system system \
+:role-system system :stream yes :stream yes :store yes :store yes\n"
+                             (replace-regexp-in-string " +" " " (buffer-string))))))
+
+(ert-deftest ob-chat-ai-test-lint-and-reader-agree-on-yes-and-no ()
+  (require 'org-lint)
+  (dolist (word '("yes" "no"))
+    (let ((yes (equal word "yes")))
+      (ob-chat-ai-test-with-org
+          (format "#+begin_src chat-ai :model m :stream %s :store %s :usage %s :async %s
+hi
+#+end_src
+
+#+begin_src chat-ai :model m :dry-run %s
+hi
+#+end_src
+" word word word word word)
+        (should-not (seq-filter (lambda (report)
+                                  (string-search "Unknown value" (format "%s" report)))
+                                (org-lint)))
+        (let ((result (ob-chat-ai-test-run))
+              (body (ob-chat-ai-test-body)))
+          (should (eq (alist-get 'stream body) (if yes t :false)))
+          (should (eq (alist-get 'store body) (if yes t :false)))
+          (should (eq yes (and (string-search "[chat-ai: m, tokens" result) t))))
+        (ob-chat-ai-test-clear-received)
+        (ob-chat-ai-test-run-last)
+        (should (eq yes (null (ob-chat-ai-test-received)))))))
+  (dolist (word '("t" "nil" "true" "false" "on"))
+    (dolist (header '(":stream" ":store" ":usage" ":async" ":dry-run"))
+      (ob-chat-ai-test-with-org
+          (format "#+begin_src chat-ai :model m %s %s\nhi\n#+end_src\n" header word)
+        (should (string-search (format "Unknown value \"%s\" for header \"%s\""
+                                       word header)
+                               (format "%s" (org-lint))))
+        (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
+                       (format "chat-ai: %s must be yes or no, not %s" header word)))
+        (should-not (ob-chat-ai-test-received))))))
+
+(ert-deftest ob-chat-ai-test-every-header-value-is-checked-before-sending ()
+  (dolist (case '((":format html" "chat-ai: :format must be markdown or org, not html")
+                  (":usage maybe" "chat-ai: :usage must be yes or no, not maybe")
+                  (":dry-run yess" "chat-ai: :dry-run must be yes or no, not yess")
+                  (":async later" "chat-ai: :async must be yes or no, not later")
+                  (":role-system boss" "chat-ai: :role-system must be system or \
+developer, not boss")))
+    (dolist (stream '("yes" "no"))
+      (ob-chat-ai-test-with-org
+          (format "#+begin_src chat-ai :model m :stream %s %s\nhi\n#+end_src\n"
+                  stream (car case))
+        (let ((original (buffer-string)))
+          (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run) (cadr case)))
+          (should (equal (buffer-string) original))
+          (should-not (ob-chat-ai-test-received)))))))
+
+(defun ob-chat-ai-test-readme-key-recipe ()
+  "Return the README's key recipe as Org text, with the test key in it."
+  (with-temp-buffer
+    (insert-file-contents (expand-file-name "README.org" ob-chat-ai-test-root))
+    (org-mode)
+    (search-forward "#+name: OPENAI_API_KEY")
+    (let ((recipe (org-unescape-code-in-string
+                   (nth 1 (org-babel-get-src-block-info 'no-eval)))))
+      (should (string-search "sk-..." recipe))
+      (string-replace "sk-..." ob-chat-ai-test-key recipe))))
+
+(ert-deftest ob-chat-ai-test-readme-key-recipe-survives-execute-buffer-and-export ()
+  (ob-chat-ai-test-with-org (ob-chat-ai-test-readme-key-recipe)
+    (org-babel-execute-buffer)
+    (should (equal (ob-chat-ai-test-authorization) (concat "Bearer " ob-chat-ai-test-key)))
+    (should (string-suffix-p "#+RESULTS:\n: Hello!\n" (buffer-string)))
+    (should (= 1 (how-many (regexp-quote ob-chat-ai-test-key) (point-min) (point-max)))))
+  (ob-chat-ai-test-with-org (ob-chat-ai-test-readme-key-recipe)
+    (goto-char (point-min))
+    (re-search-forward "^#\\+begin_src chat-ai.*")
+    (insert " :exports both")
+    (require 'ox-ascii)
+    (let ((exported (org-export-as 'ascii)))
+      (should (string-search "Hello!" exported))
+      (should-not (string-search ob-chat-ai-test-key exported)))
+    (should (equal (ob-chat-ai-test-authorization) (concat "Bearer " ob-chat-ai-test-key)))))
 
 (provide 'test-ob-chat-ai)
 

@@ -297,3 +297,83 @@ def test_errors_stay_in_the_echo_area(server: LoopbackServer, tmp_path: Path) ->
             )
     finally:
         terminal.close()
+
+
+def test_execute_buffer_asks_a_session_in_order(
+    server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHAT_AI_TEST_DELAY", "0.15")
+    notes = tmp_path / "session.org"
+    notes.write_text(
+        "* Trip\n:PROPERTIES:\n"
+        f":header-args:chat-ai: :session trip :model slow :base-url {server.base_url}\n"
+        ":END:\n"
+        "#+begin_src chat-ai\nWhere should I go in May?\n#+end_src\n\n"
+        "#+begin_src chat-ai\nHow do I get there?\n#+end_src\n",
+        encoding="utf-8",
+    )
+    terminal = open_in_emacs(notes)
+    try:
+        terminal.wait_for(lambda s: "#+begin_src chat-ai" in s, "the Org file")
+        terminal.keys("C-c", "C-v", "b")
+        terminal.wait_for(
+            lambda s: "waiting for the earlier blocks of session trip..." in s,
+            "the second block waiting for the first",
+        )
+        deadline = time.monotonic() + 30
+        while not server.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        terminal.wait_for(lambda s: ": Where" in s, "the first reply streaming")
+        assert "waiting for the earlier blocks of session trip..." in terminal.screen()
+        assert len(server.received) == 1, "the second block did not wait"
+        terminal.wait_for(
+            lambda s: ": How do I get there?" in s and "chat-ai[" not in s,
+            "both replies",
+        )
+        assert len(server.received) == 2
+        assert server.received[1]["body"]["messages"] == [
+            {"role": "user", "content": "Where should I go in May?"},
+            {"role": "assistant", "content": "Where should I go in May?"},
+            {"role": "user", "content": "How do I get there?"},
+        ]
+        terminal.keys("C-x", "C-s")
+        terminal.wait_for(lambda s: "Wrote " in s, "the file saved")
+        saved = notes.read_text(encoding="utf-8")
+        assert "waiting for" not in saved
+        assert saved.endswith(
+            "#+begin_src chat-ai\nHow do I get there?\n#+end_src\n\n"
+            "#+RESULTS:\n: How do I get there?\n"
+        )
+    finally:
+        terminal.close()
+
+
+def test_header_args_and_their_values_complete(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    notes = tmp_path / "complete.org"
+    notes.write_text(
+        f"#+begin_src chat-ai :base-url {server.base_url}\nhi\n#+end_src\n",
+        encoding="utf-8",
+    )
+    terminal = open_in_emacs(notes)
+    try:
+        terminal.wait_for(lambda s: "#+begin_src chat-ai" in s, "the Org file")
+        terminal.keys("C-c", "C-v", "j")
+        terminal.wait_for(lambda s: "Header Arg:" in s, "the header arg prompt")
+        terminal.keys("form", literal=True)
+        terminal.keys("Tab")
+        terminal.wait_for(lambda s: "Header Arg: format" in s, "format completed")
+        terminal.keys("Enter")
+        terminal.wait_for(lambda s: "Value:" in s, "the value prompt")
+        terminal.keys("o", literal=True)
+        terminal.keys("Tab")
+        terminal.wait_for(lambda s: "Value: org" in s, "org completed")
+        terminal.keys("Enter")
+        terminal.wait_for(
+            lambda s: "#+begin_src chat-ai :base-url" in s and " :format org\n" in s,
+            "the header arg inserted",
+        )
+        assert "Wrong type argument" not in terminal.screen()
+    finally:
+        terminal.close()
