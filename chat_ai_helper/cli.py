@@ -32,6 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
         f"else {DEFAULT_MODEL})",
     )
     parser.add_argument("-s", "--system", help="a system message")
+    parser.add_argument(
+        "-a",
+        "--attach",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="send FILE with the prompt: an image (or an https:// image URL), "
+        "a PDF, WAV or MP3 audio, or a text file; repeat for more",
+    )
+    parser.add_argument(
+        "--detail",
+        choices=("auto", "low", "high"),
+        help="how closely the model looks at attached images",
+    )
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--max-tokens", type=int)
     parser.add_argument(
@@ -129,7 +143,7 @@ def build_envelope(args: argparse.Namespace, stdin: IO[bytes]) -> dict[str, Any]
             raise ConfigError("no prompt: give it as arguments or on standard input")
         if not prompt.strip():
             raise ConfigError("the prompt is empty")
-        messages = [{"role": "user", "content": prompt}]
+        messages = [{"role": "user", "content": _content(prompt, args)}]
         if args.system:
             messages.insert(0, {"role": "system", "content": args.system})
         envelope = {"body": {"messages": messages, "stream": True}}
@@ -159,6 +173,17 @@ def build_envelope(args: argparse.Namespace, stdin: IO[bytes]) -> dict[str, Any]
     if args.header:
         envelope["headers"] = dict(_header(text) for text in args.header)
     return envelope
+
+
+def _content(prompt: str, args: argparse.Namespace) -> Any:
+    """Return the user message's content: PROMPT, with the files ARGS attach."""
+    if not args.attach:
+        return prompt
+    from chat_ai_helper.attachments import attachment_part, text_part
+
+    return [text_part(prompt)] + [
+        attachment_part(name, args.detail) for name in args.attach
+    ]
 
 
 def _header(text: str) -> tuple[str, str]:

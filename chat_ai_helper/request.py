@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from chat_ai_helper.attachments import expand, shorten
 from chat_ai_helper.errors import ConfigError
 from chat_ai_helper.providers import DEFAULT_BASE_URL, resolve
 
@@ -252,7 +253,7 @@ class ChatRequest:
             "method": "POST",
             "url": self.url,
             "headers": self.http_headers(redacted=True),
-            "body": self.body,
+            "body": shorten(self.body),
         }
 
 
@@ -300,7 +301,7 @@ def parse_request(
     given_body = envelope.get("body")
     if isinstance(given_body, dict) and "model" not in given_body:
         given_body = {"model": route.model, **given_body}
-    body = check_body(given_body)
+    body = expand(check_body(given_body))
     api_version = route.api_version
     deployment = None
     if route.deployments:
