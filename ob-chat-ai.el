@@ -46,6 +46,7 @@
 (require 'ob-chat-ai-convert)
 (require 'ob-chat-ai-reply)
 (require 'ob-chat-ai-async)
+(require 'ob-chat-ai-files)
 
 ;;;; Customization
 
@@ -108,7 +109,9 @@ JSON object) or `json-or-string'.")
     (:dry-run . ("yes" "no"))
     (:format . ("markdown" "org"))
     (:usage . ("yes" "no"))
-    (:async . ("yes" "no")))
+    (:async . ("yes" "no"))
+    (:image . :any)
+    (:detail . ("auto" "low" "high")))
   "Header args that shape the request without being a field of their own.")
 
 (defvar org-babel-header-args:chat-ai
@@ -349,8 +352,10 @@ They are the system message, the conversation so far of the block's
       (ob-chat-ai--user-error ":role-system must be system or developer, not %s" role))
     (vconcat
      (and system `(((role . ,role) (content . ,(format "%s" system)))))
-     (mapcar (lambda (turn) `((role . ,(car turn)) (content . ,(cdr turn))))
-             turns))))
+     (ob-chat-ai-files-messages
+      (mapcar (lambda (turn) `((role . ,(car turn)) (content . ,(cdr turn))))
+              turns)
+      params))))
 
 (defun ob-chat-ai--session (params)
   "Return the name of the :session in PARAMS, or nil when there is none."

@@ -1,0 +1,158 @@
+;;; test-ob-chat-ai-files.el --- ERT tests for files in chat-ai blocks  -*- lexical-binding: t; -*-
+
+;;; Commentary:
+
+;; Real blocks linking images, PDFs and text files, run through the real
+;; helper against the loopback server; the tests check the content parts
+;; the server received.  Load after tests/test-ob-chat-ai.el.
+
+;;; Code:
+
+(require 'ert)
+(unless (featurep 'test-ob-chat-ai)
+  (load (expand-file-name "test-ob-chat-ai.el"
+                          (file-name-directory (or load-file-name buffer-file-name)))
+        nil t))
+
+(defconst ob-chat-ai-test-png
+  (concat (unibyte-string #x89) "PNG\r\n" (unibyte-string #x1a) "\n"
+          (apply #'unibyte-string (number-sequence 0 255)))
+  "The bytes of a small PNG file, every byte value included.")
+
+(defconst ob-chat-ai-test-pdf "%PDF-1.4\n1 0 obj << >> endobj\n%%EOF\n"
+  "The bytes of a small PDF file.")
+
+(defmacro ob-chat-ai-test-in-folder (&rest body)
+  "Run BODY with `default-directory' a new folder, deleted afterwards."
+  (declare (indent 0) (debug t))
+  `(let ((default-directory (file-name-as-directory
+                             (make-temp-file "chat-ai-files" t))))
+     (unwind-protect (progn ,@body)
+       (delete-directory default-directory t))))
+
+(defun ob-chat-ai-test-write (name bytes)
+  "Write BYTES to the file NAME, exactly."
+  (let ((coding-system-for-write 'no-conversion))
+    (with-temp-file name
+      (set-buffer-multibyte nil)
+      (insert bytes))))
+
+(defun ob-chat-ai-test-data-url (mime bytes)
+  "Return BYTES as a data: URL of type MIME."
+  (concat "data:" mime ";base64," (base64-encode-string bytes t)))
+
+(defun ob-chat-ai-test-run-org-file (name text)
+  "Write TEXT to the Org file NAME, run its first block, and return its result."
+  (with-temp-file name (insert text))
+  (let ((buffer (find-file-noselect name)))
+    (unwind-protect
+        (with-current-buffer buffer
+          (ob-chat-ai-test-run))
+      (with-current-buffer buffer (set-buffer-modified-p nil))
+      (kill-buffer buffer))))
+
+(ert-deftest ob-chat-ai-test-files-links-become-content-parts ()
+  (ob-chat-ai-test-in-folder
+    (make-directory "pics")
+    (ob-chat-ai-test-write "pics/diagram.png" ob-chat-ai-test-png)
+    (ob-chat-ai-test-write "paper.pdf" ob-chat-ai-test-pdf)
+    (ob-chat-ai-test-with-org ""
+      (ob-chat-ai-test-run-org-file
+       "notes.org"
+       "#+begin_src chat-ai :model m :detail low
+What does [[file:pics/diagram.png]] show, next to
+[[https://example.com/x.png][this one]]? See [[./paper.pdf]] and [[https://orgmode.org]].
+#+end_src
+")
+      (should
+       (equal
+        (ob-chat-ai-test-messages-sent)
+        `(("user"
+           [((type . "text") (text . "What does"))
+            ((type . "image_url")
+             (image_url (url . ,(ob-chat-ai-test-data-url "image/png"
+                                                          ob-chat-ai-test-png))
+                        (detail . "low")))
+            ((type . "text") (text . "show, next to"))
+            ((type . "image_url")
+             (image_url (url . "https://example.com/x.png") (detail . "low")))
+            ((type . "text") (text . "? See"))
+            ((type . "file")
+             (file (filename . "paper.pdf")
+                   (file_data . ,(ob-chat-ai-test-data-url "application/pdf"
+                                                           ob-chat-ai-test-pdf))))
+            ((type . "text") (text . "and [[https://orgmode.org]]."))])))))))
+
+(ert-deftest ob-chat-ai-test-files-header-args-image-and-file ()
+  (ob-chat-ai-test-in-folder
+    (make-directory "in")
+    (ob-chat-ai-test-write "in/a.png" ob-chat-ai-test-png)
+    (with-temp-file "in/notes.txt" (insert "line one\n"))
+    (ob-chat-ai-test-with-org
+        "#+begin_src chat-ai :model m :dir in :image a.png :file notes.txt
+Compare.
+#+end_src
+"
+      (ob-chat-ai-test-run)
+      (should
+       (equal
+        (ob-chat-ai-test-messages-sent)
+        `(("user"
+           [((type . "text") (text . "Compare."))
+            ((type . "image_url")
+             (image_url (url . ,(ob-chat-ai-test-data-url "image/png"
+                                                          ob-chat-ai-test-png))))
+            ((type . "text") (text . "notes.txt:\n```txt\nline one\n```"))])))))))
+
+(ert-deftest ob-chat-ai-test-files-a-missing-file-is-refused-naming-it ()
+  (ob-chat-ai-test-in-folder
+    (ob-chat-ai-test-with-org
+        "#+begin_src chat-ai :model m
+Look at [[file:gone.png]].
+#+end_src
+"
+      (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
+                     (format "chat-ai: %sgone.png: no such file"
+                             default-directory)))
+      (should-not (ob-chat-ai-test-received)))))
+
+(ert-deftest ob-chat-ai-test-files-a-bad-detail-is-refused ()
+  (ob-chat-ai-test-with-org
+      "#+begin_src chat-ai :model m :detail huge
+hi
+#+end_src
+"
+    (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
+                   "chat-ai: :detail must be auto, low or high, not huge"))))
+
+(ert-deftest ob-chat-ai-test-files-a-session-keeps-earlier-images ()
+  (ob-chat-ai-test-in-folder
+    (ob-chat-ai-test-write "a.png" ob-chat-ai-test-png)
+    (ob-chat-ai-test-with-org
+        "#+begin_src chat-ai :model m :session s
+What is [[file:a.png]]?
+#+end_src
+
+#+RESULTS:
+: A test pattern.
+
+#+begin_src chat-ai :model m :session s
+And its colours?
+#+end_src
+"
+      (ob-chat-ai-test-run-last)
+      (should
+       (equal
+        (ob-chat-ai-test-messages-sent)
+        `(("user"
+           [((type . "text") (text . "What is"))
+            ((type . "image_url")
+             (image_url (url . ,(ob-chat-ai-test-data-url "image/png"
+                                                          ob-chat-ai-test-png))))
+            ((type . "text") (text . "?"))])
+          ("assistant" "A test pattern.")
+          ("user" "And its colours?")))))))
+
+(provide 'test-ob-chat-ai-files)
+
+;;; test-ob-chat-ai-files.el ends here
