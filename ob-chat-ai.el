@@ -89,7 +89,11 @@ gpt-4o-mini."
     (:response-format response_format json-or-string)
     (:reasoning-effort reasoning_effort string)
     (:store store boolean)
-    (:metadata metadata json))
+    (:metadata metadata json)
+    (:suffix suffix string)
+    (:echo echo boolean)
+    (:best-of best_of number)
+    (:logprobs logprobs number))
   "Header args that are request fields: (HEADER-ARG FIELD KIND).
 KIND says how the header value becomes a JSON value: `string',
 `number', `boolean', `strings' (one string or a list), `json' (a
@@ -111,7 +115,8 @@ JSON object) or `json-or-string'.")
     (:usage . ("yes" "no"))
     (:async . ("yes" "no"))
     (:image . :any)
-    (:detail . ("auto" "low" "high")))
+    (:detail . ("auto" "low" "high"))
+    (:endpoint . ("chat" "completions" "images")))
   "Header args that shape the request without being a field of their own.")
 
 (defvar org-babel-header-args:chat-ai
@@ -225,6 +230,8 @@ which key it carries (see `ob-chat-ai--api-key')."
       ,@(and api-version `((api_version . ,(format "%s" api-version))))
       ,@(and timeout `((timeout . ,timeout)))
       ,@(and retries `((max_retries . ,retries)))
+      ,@(and (ob-chat-ai--param params :endpoint)
+             `((endpoint . ,(ob-chat-ai--endpoint params))))
       (body . ,(ob-chat-ai--body
                 body
                 (if (or (ob-chat-ai--param params :model) (null ob-chat-ai-model))
@@ -326,13 +333,36 @@ reports the same problem."
           (push (cons (nth 1 spec)
                       (ob-chat-ai--json-value (car spec) (nth 2 spec) value))
                 fields))))
-    (push (cons 'messages (ob-chat-ai--messages body params)) fields)
+    (push (ob-chat-ai--input body params) fields)
     (when (and (ob-chat-ai--yes-p params :usage) (eq (alist-get 'stream fields) t))
       (push '(stream_options (include_usage . t)) fields))
     (let ((listed (nreverse fields)))
       (append listed
               (seq-remove (lambda (field) (assq (car field) listed))
                           (ob-chat-ai--params-object params))))))
+
+(defun ob-chat-ai--endpoint (params)
+  "Return the :endpoint of PARAMS, checked: chat, completions or images."
+  (let ((endpoint (format "%s" (or (ob-chat-ai--param params :endpoint) "chat"))))
+    (unless (member endpoint '("chat" "completions" "images"))
+      (ob-chat-ai--user-error ":endpoint must be chat, completions or images, not %s"
+                              endpoint))
+    endpoint))
+
+(defun ob-chat-ai--input (body params)
+  "Return the request field that carries BODY for the endpoint of PARAMS.
+Chat takes the messages; the completions and images endpoints take
+BODY, its $variables filled in, as the prompt."
+  (let ((endpoint (ob-chat-ai--endpoint params)))
+    (if (equal endpoint "chat")
+        (cons 'messages (ob-chat-ai--messages body params))
+      (dolist (name '(:system :session))
+        (when (and (ob-chat-ai--param params name)
+                   (not (equal (ob-chat-ai--param params name) "none")))
+          (ob-chat-ai--user-error "%s is for the chat endpoint, not %s"
+                                  name endpoint)))
+      (cons 'prompt (ob-chat-ai-messages-substitute
+                     body (org-babel--get-vars params))))))
 
 (defun ob-chat-ai--messages (body params)
   "Return the messages for BODY and PARAMS.

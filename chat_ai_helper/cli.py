@@ -26,6 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("prompt", nargs="*", help="the user message")
     parser.add_argument(
+        "-e",
+        "--endpoint",
+        choices=("chat", "completions", "images"),
+        default="chat",
+        help="chat (the default), completions (the legacy endpoint: the prompt "
+        "as it is) or images (make an image, or edit the attached one)",
+    )
+    parser.add_argument(
         "-m",
         "--model",
         help="model name (default: $CHAT_AI_MODEL, else the provider's, "
@@ -127,7 +135,7 @@ def build_envelope(args: argparse.Namespace, stdin: IO[bytes]) -> dict[str, Any]
     """Return the request object described by ARGS, reading STDIN as needed."""
     if args.json:
         try:
-            envelope = json.loads(stdin.read().decode("utf-8"))
+            envelope: dict[str, Any] = json.loads(stdin.read().decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as error:
             raise ConfigError(
                 f"--json: standard input is not a JSON object: {error}"
@@ -143,10 +151,13 @@ def build_envelope(args: argparse.Namespace, stdin: IO[bytes]) -> dict[str, Any]
             raise ConfigError("no prompt: give it as arguments or on standard input")
         if not prompt.strip():
             raise ConfigError("the prompt is empty")
-        messages = [{"role": "user", "content": _content(prompt, args)}]
-        if args.system:
-            messages.insert(0, {"role": "system", "content": args.system})
-        envelope = {"body": {"messages": messages, "stream": True}}
+        if args.endpoint == "chat":
+            messages = [{"role": "user", "content": _content(prompt, args)}]
+            if args.system:
+                messages.insert(0, {"role": "system", "content": args.system})
+            envelope = {"body": {"messages": messages, "stream": True}}
+        else:
+            envelope = _other_endpoint(prompt, args)
     if args.provider:
         envelope["provider"] = args.provider
     body = envelope["body"]
@@ -173,6 +184,17 @@ def build_envelope(args: argparse.Namespace, stdin: IO[bytes]) -> dict[str, Any]
     if args.header:
         envelope["headers"] = dict(_header(text) for text in args.header)
     return envelope
+
+
+def _other_endpoint(prompt: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Return the request for PROMPT to the completions or images endpoint."""
+    if args.system:
+        raise ConfigError(f"--system is for chat, not --endpoint {args.endpoint}")
+    if args.endpoint == "completions":
+        if args.attach:
+            raise ConfigError("--attach is for chat and images, not completions")
+        return {"endpoint": "completions", "body": {"prompt": prompt, "stream": True}}
+    raise ConfigError("--endpoint images is not available yet")
 
 
 def _content(prompt: str, args: argparse.Namespace) -> Any:

@@ -360,8 +360,8 @@ def _read_completion(
     reasons: list[str | None] = []
     for position, choice in enumerate(choices):
         message = choice.get("message") or {}
-        text = message.get("content") or message.get("refusal") or ""
-        yield Delta(text, choice.get("index", position))
+        text = message.get("content") or message.get("refusal") or choice.get("text")
+        yield Delta(text or "", choice.get("index", position))
         reasons.append(choice.get("finish_reason"))
     yield Done(reasons, payload.get("usage"), payload.get("model"))
 
@@ -389,7 +389,7 @@ def _read_stream(chunks: Iterator[bytes], request: ChatRequest) -> Iterator[Even
                 raise _error_from_payload(chunk, None, secret)
             for choice in chunk.get("choices") or []:
                 index = choice.get("index", 0)
-                text = (choice.get("delta") or {}).get("content")
+                text = (choice.get("delta") or {}).get("content") or choice.get("text")
                 if text:
                     yield Delta(text, index)
                 reasons.setdefault(index, None)

@@ -1,7 +1,9 @@
 """An OpenAI-compatible chat server on 127.0.0.1 for tests and benchmarks.
 
 It answers ``POST /v1/chat/completions`` (any prefix before
-``/chat/completions`` works) and records every request it receives.  What
+``/chat/completions`` works), the legacy ``/completions`` (the prompt
+echoed as ``text``, streamed or not; ``error-STATUS`` models fail as
+below), and records every request it receives.  What
 it answers is chosen by the request's model name:
 
 - any ordinary name: the reply is the last user message, echoed exactly;
@@ -113,7 +115,10 @@ class Handler(BaseHTTPRequestHandler):
                 "body": body,
             }
         )
-        if not url.path.endswith("/chat/completions"):
+        legacy = url.path.endswith("/completions") and "/chat/" not in url.path
+        if isinstance(body, dict) and legacy:
+            self.answer_completion(body)
+        elif not url.path.endswith("/chat/completions"):
             self.send_json(404, error_object("no such path", "invalid_request_error"))
         elif not isinstance(body, dict):
             self.send_json(
@@ -172,6 +177,32 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": usage,
             },
         )
+
+    def answer_completion(self, body: dict[str, Any]) -> None:
+        """Answer a legacy completion BODY: its prompt, echoed, as ``text``."""
+        model = str(body.get("model", ""))
+        if model.startswith("error-"):
+            self.send_error_scenario(model[len("error-") :], retry_after_ms="1")
+            return
+        prompt = body.get("prompt", "")
+        text = "".join(prompt) if isinstance(prompt, list) else str(prompt)
+        text += str(body.get("suffix", ""))
+        if not body.get("stream"):
+            choice = {"index": 0, "text": text, "finish_reason": "stop"}
+            completion = {"object": "text_completion", "model": model}
+            self.send_json(200, {**completion, "choices": [choice]})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for piece in split_reply(model, text):
+            choice = {"index": 0, "text": piece, "finish_reason": None}
+            self.send_event({"model": model, "choices": [choice]})
+        final = {"index": 0, "text": "", "finish_reason": finish_reason(model)}
+        self.send_event({"model": model, "choices": [final]})
+        self.send_chunk(b"data: [DONE]\n\n")
+        self.send_chunk(b"")
 
     def stream(
         self, body: dict[str, Any], model: str, texts: list[str], usage: dict[str, int]

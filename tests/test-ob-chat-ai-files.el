@@ -153,6 +153,45 @@ And its colours?
           ("assistant" "A test pattern.")
           ("user" "And its colours?")))))))
 
+;;;; The legacy completions endpoint
+
+(defun ob-chat-ai-test-sorted (object)
+  "Return the fields of JSON OBJECT sorted by name."
+  (sort (copy-sequence object) (lambda (a b) (string< (car a) (car b)))))
+
+(ert-deftest ob-chat-ai-test-completions-endpoint-streamed-and-not ()
+  (dolist (stream '("yes" "no"))
+    (ob-chat-ai-test-with-org
+        (format "#+begin_src chat-ai :endpoint completions :model m :stream %s \
+:suffix \" The end.\" :echo no :max-tokens 50 :temperature 0.5 :stop \"###\"
+Once upon a time
+#+end_src
+" stream)
+      (should (equal (ob-chat-ai-test-run) "Once upon a time The end."))
+      (let ((request (car (ob-chat-ai-test-received 1))))
+        (should (equal (alist-get 'path request) "/v1/completions"))
+        (should (equal (ob-chat-ai-test-sorted (alist-get 'body request))
+                       `((echo . :false) (max_tokens . 50) (model . "m")
+                         (prompt . "Once upon a time") (stop . "###")
+                         (stream . ,(if (equal stream "yes") t :false))
+                         (suffix . " The end.") (temperature . 0.5))))))))
+
+(ert-deftest ob-chat-ai-test-completions-endpoint-refuses-chat-only-args ()
+  (ob-chat-ai-test-with-org
+      "#+begin_src chat-ai :endpoint completions :system \"Be brief.\"
+hi
+#+end_src
+"
+    (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
+                   "chat-ai: :system is for the chat endpoint, not completions")))
+  (ob-chat-ai-test-with-org
+      "#+begin_src chat-ai :endpoint edits
+hi
+#+end_src
+"
+    (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
+                   "chat-ai: :endpoint must be chat, completions or images, not edits"))))
+
 (provide 'test-ob-chat-ai-files)
 
 ;;; test-ob-chat-ai-files.el ends here
