@@ -12,6 +12,7 @@ from chat_ai_helper import __version__
 from chat_ai_helper.errors import ChatAIError, ConfigError
 from chat_ai_helper.providers import DEFAULT_MODEL
 
+IMAGES_MODEL = "gpt-image-1"
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -48,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="send FILE with the prompt: an image (or an https:// image URL), "
         "a PDF, WAV or MP3 audio, or a text file; repeat for more",
+    )
+    parser.add_argument(
+        "-O",
+        "--output",
+        metavar="FILE",
+        help="--endpoint images: write the image to FILE (FILE-2, FILE-3 … "
+        "for more than one) and print its name",
     )
     parser.add_argument(
         "--detail",
@@ -194,7 +202,18 @@ def _other_endpoint(prompt: str, args: argparse.Namespace) -> dict[str, Any]:
         if args.attach:
             raise ConfigError("--attach is for chat and images, not completions")
         return {"endpoint": "completions", "body": {"prompt": prompt, "stream": True}}
-    raise ConfigError("--endpoint images is not available yet")
+    if not args.output:
+        raise ConfigError("--endpoint images needs --output FILE (-O FILE)")
+    body: dict[str, Any] = {"prompt": prompt}
+    if args.attach:
+        body["image"] = [os.path.abspath(name) for name in args.attach]
+    if args.model is None:
+        body["model"] = IMAGES_MODEL
+    return {
+        "endpoint": "images",
+        "output": os.path.abspath(args.output),
+        "body": body,
+    }
 
 
 def _content(prompt: str, args: argparse.Namespace) -> Any:
@@ -238,6 +257,8 @@ def _print_reply(
                 err.write(f"chat-ai: {retry_line(event)}\n")
                 err.flush()
             else:
+                for name in event.files or []:
+                    out.write(name + "\n")
                 for index in sorted(others):
                     out.write(f"\n\n[choice {index + 1}]\n{others[index]}")
                     ended_with_newline = others[index].endswith("\n")

@@ -47,6 +47,7 @@ class Done:
     finish_reasons: list[str | None] = field(default_factory=list)
     usage: dict[str, Any] | None = None
     model: str | None = None
+    files: list[str] | None = None
 
 
 @dataclass
@@ -181,7 +182,7 @@ class Client:
         time (with jitter) or that the server asks for; running out of
         quota and other client errors are not.
         """
-        data = json.dumps(request.body, ensure_ascii=False).encode("utf-8")
+        data = request.payload()
         for attempt in range(request.max_retries + 1):
             last = attempt == request.max_retries
             try:
@@ -234,6 +235,9 @@ class Client:
                 with _not_reused(response):
                     error = _api_error(response, request.api_key)
                 raise _missing_key_advice(error, request)
+            if request.endpoint == "images":
+                yield from self._read_images(response, request)
+                return
             if not request.stream:
                 yield from _read_completion(response, response.content, request.api_key)
                 return
@@ -246,6 +250,31 @@ class Client:
             else:
                 body = first + b"".join(chunks)
                 yield from _read_completion(response, body, request.api_key)
+
+    def _read_images(self, response: Response, request: ChatRequest) -> Iterator[Event]:
+        """Write the images of RESPONSE where REQUEST says, and yield a `Done`."""
+        from chat_ai_helper.images import read_images
+        from chat_ai_helper.urls import origin
+
+        payload = _json_body(response, response.content, request.api_key)
+        if isinstance(payload, dict) and "error" in payload:
+            raise _error_from_payload(payload, response.status_code, request.api_key)
+        key_headers = {
+            name: value
+            for name, value in request.http_headers().items()
+            if name.lower() not in ("content-type", "accept")
+        }
+        for files in read_images(
+            response,
+            payload,
+            str(request.output),
+            self._session(request.base_url),
+            key_headers,
+            str(origin(request.base_url)),
+            request.timeout,
+        ):
+            usage = payload.get("usage")
+            yield Done(["stop"] * len(files), usage, request.body.get("model"), files)
 
 
 def _nothing() -> None:

@@ -141,6 +141,7 @@ def answer(envelope: Any, client: Client, writer: EventWriter, cancel: Cancel) -
                         "finish_reasons": event.finish_reasons,
                         "usage": event.usage,
                         "model": event.model,
+                        **({"files": event.files} if event.files is not None else {}),
                     }
                 )
     except Cancelled:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +14,7 @@ from urllib.parse import quote, urlencode
 
 from chat_ai_helper.attachments import expand, shorten
 from chat_ai_helper.errors import ConfigError
+from chat_ai_helper.images import EDITS_PATH, edit_form, image_paths
 from chat_ai_helper.providers import DEFAULT_BASE_URL, resolve
 
 DEFAULT_TIMEOUT = 600.0
@@ -280,6 +283,21 @@ class ChatRequest:
     missing_key: str | None = None
     endpoint: str = "chat"
     path: str = "/chat/completions"
+    output: str | None = None
+    boundary: str = field(default_factory=lambda: secrets.token_hex(16))
+
+    @property
+    def multipart(self) -> bool:
+        """Return whether the body goes as multipart form data (an image edit)."""
+        return self.form is not None
+
+    form: bytes | None = field(default=None, repr=False)
+
+    def payload(self) -> bytes:
+        """Return the bytes to post: the body as JSON, or the multipart form."""
+        if self.form is not None:
+            return self.form
+        return json.dumps(self.body, ensure_ascii=False).encode("utf-8")
 
     @property
     def url(self) -> str:
@@ -299,8 +317,13 @@ class ChatRequest:
 
     def http_headers(self, *, redacted: bool = False) -> dict[str, str]:
         """Return the HTTP headers to send, every credential masked when REDACTED."""
+        content_type = (
+            f"multipart/form-data; boundary={self.boundary}"
+            if self.multipart
+            else "application/json"
+        )
         headers = {
-            "Content-Type": "application/json",
+            "Content-Type": content_type,
             "Accept": "text/event-stream" if self.stream else "application/json",
         }
         if self.api_key:
@@ -322,6 +345,7 @@ class ChatRequest:
             "url": self.url,
             "headers": self.http_headers(redacted=True),
             "body": shorten(self.body),
+            **({"output": self.output} if self.output else {}),
         }
 
 
@@ -377,6 +401,12 @@ def parse_request(
     if isinstance(given_body, dict) and "model" not in given_body:
         given_body = {"model": route.model, **given_body}
     body = expand(check_body(given_body, endpoint))
+    path, output, form = ENDPOINTS[endpoint][0], None, None
+    boundary = secrets.token_hex(16)
+    if endpoint == "images":
+        path, output = _images_route(body, envelope.get("output"))
+        if path == EDITS_PATH:
+            form = edit_form(body, boundary)[0]
     api_version = route.api_version
     deployment = None
     if route.deployments:
@@ -420,5 +450,28 @@ def parse_request(
         provider=route.provider.api,
         missing_key=route.missing_key,
         endpoint=endpoint,
-        path=ENDPOINTS[endpoint][0],
+        path=path,
+        output=output,
+        boundary=boundary,
+        form=form,
     )
+
+
+def _images_route(body: dict[str, Any], output: Any) -> tuple[str, str]:
+    """Return the path and output file of an images BODY, made ready to send.
+
+    With ``image`` it is an edit; streaming is not asked for.
+    """
+    if not isinstance(output, str) or not output:
+        raise ConfigError(
+            "the images endpoint needs output: the file to write the image to",
+            "output",
+        )
+    body.pop("stream", None)
+    body.pop("stream_options", None)
+    if "image" not in body:
+        if "mask" in body:
+            raise ConfigError("mask needs an image to edit", "mask")
+        return ENDPOINTS["images"][0], output
+    image_paths(body["image"], "image")
+    return EDITS_PATH, output
