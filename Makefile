@@ -5,7 +5,7 @@ EMACS ?= emacs
 VENV ?= .venv
 VPY := $(VENV)/bin/python
 # The package's main file first: package-lint takes the first as the package.
-EL := ob-chat-ai.el ob-chat-ai-process.el ob-chat-ai-messages.el ob-chat-ai-convert.el ob-chat-ai-reply.el ob-chat-ai-async.el ob-chat-ai-files.el
+EL := ob-chat-ai.el ob-chat-ai-process.el ob-chat-ai-messages.el ob-chat-ai-convert.el ob-chat-ai-reply.el ob-chat-ai-async.el ob-chat-ai-files.el ob-chat-ai-images.el
 PACKAGE_LINT = $$(compgen -G "/usr/share/emacs/site-lisp/elpa/package-lint-[0-9]*" | head -n 1)
 
 .PHONY: test demo bench venv system-deps lint-python pytest lint-elisp compile checkdoc package-lint ert ert-local clean

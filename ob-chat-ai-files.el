@@ -137,10 +137,11 @@ A relative PATH resolves in DIRECTORY; DETAIL is an image's detail."
         (ob-chat-ai--user-error ":detail must be auto, low or high, not %s" detail))
       detail)))
 
-(defun ob-chat-ai-files-header-parts (params)
+(defun ob-chat-ai-files-header-parts (params &optional names)
   "Return the parts that the :image and :file header args of PARAMS ask for.
-Relative paths resolve in `default-directory', which Babel sets from
-the block's :dir."
+NAMES, when given, are the header args to read instead.  Relative
+paths resolve in `default-directory', which Babel sets from the
+block's :dir."
   (let ((detail (ob-chat-ai-files-detail params)))
     (mapcan
      (lambda (name)
@@ -151,7 +152,7 @@ the block's :dir."
                                   ,@(and detail `((detail . ,detail)))))
                    (ob-chat-ai-files-part path default-directory detail)))
                (ob-chat-ai-files--paths (ob-chat-ai--param params name))))
-     '(:image :file))))
+     (or names '(:image :file)))))
 
 (defun ob-chat-ai-files--paths (value)
   "Return the paths in header arg VALUE: words, or quoted names with spaces."

@@ -102,6 +102,16 @@ DELTAS are the delta events of a reply, the last one first."
       (push (alist-get 'text delta) (aref texts (alist-get 'choice delta))))
     (mapcar (lambda (pieces) (apply #'concat pieces)) texts)))
 
+(defun ob-chat-ai-reply-file-links (files)
+  "Return a line with a link for each of FILES, which the helper wrote.
+A file inside `default-directory' is linked relative to it."
+  (mapconcat (lambda (file)
+               (format "[[file:%s]]"
+                       (if (file-in-directory-p file default-directory)
+                           (file-relative-name file)
+                         (abbreviate-file-name file))))
+             files "\n"))
+
 (defun ob-chat-ai--reply-text (texts final params level)
   "Return the text to show for choice TEXTS and the FINAL event, as PARAMS ask.
 An error becomes one line after whatever text had arrived, and is
@@ -122,6 +132,8 @@ Org, its headings below a heading of LEVEL."
                                  (member reason '("length" "content_filter")))
                                (alist-get 'finish_reasons final)))
               (text (cond
+                     ((alist-get 'files final)
+                      (ob-chat-ai-reply-file-links (alist-get 'files final)))
                      (early
                       (concat reply "\n\n"
                               (ob-chat-ai-reply-note

@@ -47,6 +47,7 @@
 (require 'ob-chat-ai-reply)
 (require 'ob-chat-ai-async)
 (require 'ob-chat-ai-files)
+(require 'ob-chat-ai-images)
 
 ;;;; Customization
 
@@ -93,7 +94,12 @@ gpt-4o-mini."
     (:suffix suffix string)
     (:echo echo boolean)
     (:best-of best_of number)
-    (:logprobs logprobs number))
+    (:logprobs logprobs number)
+    (:size size string)
+    (:quality quality string)
+    (:style style string)
+    (:background background string)
+    (:output-format output_format string))
   "Header args that are request fields: (HEADER-ARG FIELD KIND).
 KIND says how the header value becomes a JSON value: `string',
 `number', `boolean', `strings' (one string or a list), `json' (a
@@ -116,7 +122,8 @@ JSON object) or `json-or-string'.")
     (:async . ("yes" "no"))
     (:image . :any)
     (:detail . ("auto" "low" "high"))
-    (:endpoint . ("chat" "completions" "images")))
+    (:endpoint . ("chat" "completions" "images"))
+    (:mask . :any))
   "Header args that shape the request without being a field of their own.")
 
 (defvar org-babel-header-args:chat-ai
@@ -232,6 +239,7 @@ which key it carries (see `ob-chat-ai--api-key')."
       ,@(and retries `((max_retries . ,retries)))
       ,@(and (ob-chat-ai--param params :endpoint)
              `((endpoint . ,(ob-chat-ai--endpoint params))))
+      ,@(and (ob-chat-ai-images-p params) (ob-chat-ai-images-output body params))
       (body . ,(ob-chat-ai--body
                 body
                 (if (or (ob-chat-ai--param params :model) (null ob-chat-ai-model))
@@ -333,7 +341,7 @@ reports the same problem."
           (push (cons (nth 1 spec)
                       (ob-chat-ai--json-value (car spec) (nth 2 spec) value))
                 fields))))
-    (push (ob-chat-ai--input body params) fields)
+    (setq fields (append (reverse (ob-chat-ai--input body params)) fields))
     (when (and (ob-chat-ai--yes-p params :usage) (eq (alist-get 'stream fields) t))
       (push '(stream_options (include_usage . t)) fields))
     (let ((listed (nreverse fields)))
@@ -350,19 +358,22 @@ reports the same problem."
     endpoint))
 
 (defun ob-chat-ai--input (body params)
-  "Return the request field that carries BODY for the endpoint of PARAMS.
+  "Return the request fields that carry BODY for the endpoint of PARAMS.
 Chat takes the messages; the completions and images endpoints take
 BODY, its $variables filled in, as the prompt."
   (let ((endpoint (ob-chat-ai--endpoint params)))
     (if (equal endpoint "chat")
-        (cons 'messages (ob-chat-ai--messages body params))
+        (list (cons 'messages (ob-chat-ai--messages body params)))
       (dolist (name '(:system :session))
         (when (and (ob-chat-ai--param params name)
                    (not (equal (ob-chat-ai--param params name) "none")))
           (ob-chat-ai--user-error "%s is for the chat endpoint, not %s"
                                   name endpoint)))
-      (cons 'prompt (ob-chat-ai-messages-substitute
-                     body (org-babel--get-vars params))))))
+      (let ((prompt (ob-chat-ai-messages-substitute
+                     body (org-babel--get-vars params))))
+        (if (equal endpoint "images")
+            (ob-chat-ai-images-fields prompt params)
+          (list (cons 'prompt prompt)))))))
 
 (defun ob-chat-ai--messages (body params)
   "Return the messages for BODY and PARAMS.

@@ -12,7 +12,6 @@ from chat_ai_helper import __version__
 from chat_ai_helper.errors import ChatAIError, ConfigError
 from chat_ai_helper.providers import DEFAULT_MODEL
 
-IMAGES_MODEL = "gpt-image-1"
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -207,8 +206,6 @@ def _other_endpoint(prompt: str, args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"prompt": prompt}
     if args.attach:
         body["image"] = [os.path.abspath(name) for name in args.attach]
-    if args.model is None:
-        body["model"] = IMAGES_MODEL
     return {
         "endpoint": "images",
         "output": os.path.abspath(args.output),

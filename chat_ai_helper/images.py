@@ -25,6 +25,7 @@ from chat_ai_helper.errors import APIError, ConfigError, NetworkError
 from chat_ai_helper.urls import origin
 
 EDITS_PATH = "/images/edits"
+IMAGES_MODEL = "gpt-image-1"
 DOWNLOAD_LIMIT = 64 * 1024 * 1024
 
 

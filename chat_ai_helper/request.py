@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 
 from chat_ai_helper.attachments import expand, shorten
 from chat_ai_helper.errors import ConfigError
-from chat_ai_helper.images import EDITS_PATH, edit_form, image_paths
+from chat_ai_helper.images import EDITS_PATH, IMAGES_MODEL, edit_form, image_paths
 from chat_ai_helper.providers import DEFAULT_BASE_URL, resolve
 
 DEFAULT_TIMEOUT = 600.0
@@ -399,7 +399,8 @@ def parse_request(
     route = resolve(envelope, environ, trusted=trusted, require_key=require_key)
     given_body = envelope.get("body")
     if isinstance(given_body, dict) and "model" not in given_body:
-        given_body = {"model": route.model, **given_body}
+        model = IMAGES_MODEL if endpoint == "images" else route.model
+        given_body = {"model": model, **given_body}
     body = expand(check_body(given_body, endpoint))
     path, output, form = ENDPOINTS[endpoint][0], None, None
     boundary = secrets.token_hex(16)

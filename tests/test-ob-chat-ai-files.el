@@ -9,6 +9,7 @@
 ;;; Code:
 
 (require 'ert)
+(require 'cl-lib)
 (unless (featurep 'test-ob-chat-ai)
   (load (expand-file-name "test-ob-chat-ai.el"
                           (file-name-directory (or load-file-name buffer-file-name)))
@@ -191,6 +192,116 @@ hi
 "
     (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
                    "chat-ai: :endpoint must be chat, completions or images, not edits"))))
+
+;;;; Images out
+
+(defun ob-chat-ai-test-image-bytes (name)
+  "Return the bytes of the image the loopback server makes under NAME."
+  (concat (unibyte-string #x89) "PNG\r\n" (unibyte-string #x1a) "\n" name
+          (apply #'unibyte-string (number-sequence 0 255))))
+
+(defun ob-chat-ai-test-file-bytes (file)
+  "Return the bytes of FILE."
+  (with-temp-buffer
+    (set-buffer-multibyte nil)
+    (let ((coding-system-for-read 'no-conversion))
+      (insert-file-contents-literally file))
+    (buffer-string)))
+
+(defun ob-chat-ai-test-result-text ()
+  "Return the text of the result of the first block, as it is in the buffer."
+  (goto-char (point-min))
+  (re-search-forward "^#\\+begin_src")
+  (goto-char (org-babel-where-is-src-block-result))
+  (forward-line)
+  (buffer-substring-no-properties (point) (org-babel-result-end)))
+
+(ert-deftest ob-chat-ai-test-images-b64-written-and-linked ()
+  (ob-chat-ai-test-in-folder
+    (ob-chat-ai-test-with-org
+        "#+begin_src chat-ai :endpoint images :model gpt-image-1 :file out/cat.png \
+:n 2 :size 1024x1024 :quality high :background transparent :output-format png
+A cat in the style of Hokusai
+#+end_src
+"
+      (ob-chat-ai-test-run)
+      (should (equal (ob-chat-ai-test-result-text)
+                     ":results:\n[[file:out/cat.png]]\n[[file:out/cat-2.png]]\n:end:\n"))
+      (should (equal (ob-chat-ai-test-file-bytes "out/cat.png")
+                     (ob-chat-ai-test-image-bytes "gpt-image-1-1.png")))
+      (should (equal (ob-chat-ai-test-file-bytes "out/cat-2.png")
+                     (ob-chat-ai-test-image-bytes "gpt-image-1-2.png")))
+      (let ((request (car (ob-chat-ai-test-received 1))))
+        (should (equal (alist-get 'path request) "/v1/images/generations"))
+        (should (equal (ob-chat-ai-test-sorted (alist-get 'body request))
+                       '((background . "transparent") (model . "gpt-image-1")
+                         (n . 2) (output_format . "png")
+                         (prompt . "A cat in the style of Hokusai")
+                         (quality . "high") (size . "1024x1024")))))
+      ;; Run again: the drawer is replaced, not added to.
+      (ob-chat-ai-test-run)
+      (should (equal (ob-chat-ai-test-result-text)
+                     ":results:\n[[file:out/cat.png]]\n[[file:out/cat-2.png]]\n:end:\n")))))
+
+(ert-deftest ob-chat-ai-test-images-url-reply-downloaded-under-a-named-folder ()
+  (ob-chat-ai-test-in-folder
+    (with-temp-file "doc.org"
+      (insert "#+name: harbour
+#+begin_src chat-ai :endpoint images :model url
+A harbour at dawn
+#+end_src
+"))
+    (ob-chat-ai-test-with-org ""
+      (let ((buffer (find-file-noselect "doc.org"))
+            (redisplays 0))
+        (unwind-protect
+            (with-current-buffer buffer
+              ;; Batch Emacs shows no images: stand in for a buffer that does,
+              ;; and count the redisplays asked for.
+              (setq-local org-inline-image-overlays
+                          (list (make-overlay (point-min) (point-min))))
+              (advice-add 'org-redisplay-inline-images :override
+                          (lambda () (cl-incf redisplays))
+                          '((name . ob-chat-ai-test-count)))
+              (unwind-protect (ob-chat-ai-test-run)
+                (advice-remove 'org-redisplay-inline-images 'ob-chat-ai-test-count))
+              (should (equal (ob-chat-ai-test-result-text)
+                             ":results:\n[[file:doc-images/harbour.png]]\n:end:\n"))
+              (should (equal (ob-chat-ai-test-file-bytes "doc-images/harbour.png")
+                             (ob-chat-ai-test-image-bytes "url-1.png")))
+              (should (= redisplays 1)))
+          (with-current-buffer buffer (set-buffer-modified-p nil))
+          (kill-buffer buffer))))))
+
+(ert-deftest ob-chat-ai-test-images-edit-sends-the-image-and-mask ()
+  (ob-chat-ai-test-in-folder
+    (ob-chat-ai-test-write "in.png" ob-chat-ai-test-png)
+    (ob-chat-ai-test-write "mask.png" ob-chat-ai-test-png)
+    (ob-chat-ai-test-with-org
+        "#+begin_src chat-ai :endpoint images :model gpt-image-1 :mask mask.png :file edited.png
+Give [[file:in.png]] a hat.
+#+end_src
+"
+      (ob-chat-ai-test-run)
+      (should (file-exists-p "edited.png"))
+      (let* ((request (car (ob-chat-ai-test-received 1)))
+             (form (alist-get 'form request)))
+        (should (equal (alist-get 'path request) "/v1/images/edits"))
+        (should (equal (alist-get 'prompt form) "Give a hat."))
+        (should (equal (alist-get 'b64 (aref (alist-get 'image form) 0))
+                       (base64-encode-string ob-chat-ai-test-png t)))
+        (should (equal (alist-get 'filename (aref (alist-get 'mask form) 0))
+                       "mask.png"))))))
+
+(ert-deftest ob-chat-ai-test-images-results-file-is-refused ()
+  (ob-chat-ai-test-with-org
+      "#+begin_src chat-ai :endpoint images :results file :file x.png
+a cat
+#+end_src
+"
+    (should (string-prefix-p
+             "chat-ai: :endpoint images writes and links the files itself"
+             (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)))))
 
 (provide 'test-ob-chat-ai-files)
 
