@@ -293,6 +293,20 @@ Give [[file:in.png]] a hat.
         (should (equal (alist-get 'filename (aref (alist-get 'mask form) 0))
                        "mask.png"))))))
 
+(ert-deftest ob-chat-ai-test-images-in-the-background-are-linked-too ()
+  (ob-chat-ai-test-in-folder
+    (ob-chat-ai-test-with-org
+        "#+begin_src chat-ai :endpoint images :model gpt-image-1 :file cat.png
+a cat
+#+end_src
+"
+      (let ((ob-chat-ai-async 'always))
+        (ob-chat-ai-test-run)
+        (ob-chat-ai-test-wait-for "[[file:cat.png]]")
+        (should (equal (ob-chat-ai-test-result-text)
+                       ":results:\n[[file:cat.png]]\n:end:\n"))
+        (should (file-exists-p "cat.png"))))))
+
 (ert-deftest ob-chat-ai-test-images-results-file-is-refused ()
   (ob-chat-ai-test-with-org
       "#+begin_src chat-ai :endpoint images :results file :file x.png
