@@ -75,9 +75,10 @@ edit, :mask the mask; the rest of PROMPT is the prompt."
   "Return the envelope field naming where the images of PARAMS go.
 That is :file, relative to the block's directory; else a file named
 after the block, or a hash of BODY and PARAMS, in a folder next to
-the Org file.  Ask Babel to show the links as Org text in a drawer,
-unless the block chose how to show its result."
-  (ob-chat-ai-images--show-as-links params)
+the Org file.  Unless it is a dry run, ask Babel to show the links as
+Org text in a drawer, unless the block chose how to show its result."
+  (unless (ob-chat-ai--yes-p params :dry-run)
+    (ob-chat-ai-images--show-as-links params))
   (let ((file (ob-chat-ai--param params :file)))
     `((output . ,(expand-file-name
                   (if file

@@ -307,6 +307,21 @@ a cat
                        ":results:\n[[file:cat.png]]\n:end:\n"))
         (should (file-exists-p "cat.png"))))))
 
+(ert-deftest ob-chat-ai-test-images-dry-run-shows-the-request-and-the-file ()
+  (ob-chat-ai-test-in-folder
+    (ob-chat-ai-test-with-org
+        "#+begin_src chat-ai :endpoint images :file cat.png :dry-run yes
+a cat
+#+end_src
+"
+      (let ((preview (json-parse-string (ob-chat-ai-test-run) :object-type 'alist)))
+        (should (string-suffix-p "/images/generations" (alist-get 'url preview)))
+        (should (equal (alist-get 'output preview)
+                       (expand-file-name "cat.png")))
+        (should (equal (alist-get 'body preview)
+                       '((model . "gpt-image-1") (prompt . "a cat")))))
+      (should-not (ob-chat-ai-test-received)))))
+
 (ert-deftest ob-chat-ai-test-images-results-file-is-refused ()
   (ob-chat-ai-test-with-org
       "#+begin_src chat-ai :endpoint images :results file :file x.png

@@ -44,12 +44,13 @@ def test_a_completion_without_streaming(server: LoopbackServer) -> None:
 
 
 def test_completion_errors_and_fields_are_checked(server: LoopbackServer) -> None:
-    events = serve(
+    requests = [
         completion(server, False, echo="yes"),
         {**completion(server, False), "body": {"model": "m", "stream": False}},
         {**completion(server, False), "endpoint": "edits"},
         completion(server, False, model="error-401-invalid_api_key"),
-    )
+    ]
+    events = serve(*({**r, "id": str(i)} for i, r in enumerate(requests)))
     messages = {e["message"] for e in events if e["type"] == "error"}
     assert "echo must be true or false, not 'yes'" in messages
     assert "prompt is required" in messages

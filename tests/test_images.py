@@ -65,7 +65,7 @@ def test_a_url_reply_is_downloaded_with_the_key_only_from_the_api_origin(
 ) -> None:
     serve(
         images(server, tmp_path / "same.png", model="url"),
-        images(server, tmp_path / "other.png", model="url-elsewhere"),
+        {**images(server, tmp_path / "other.png", model="url-elsewhere"), "id": "j"},
     )
     assert (tmp_path / "same.png").read_bytes() == image_bytes("url-1.png")
     assert (tmp_path / "other.png").read_bytes() == image_bytes("url-elsewhere-1.png")
@@ -119,14 +119,15 @@ def test_images_fields_and_files_are_checked_before_sending(
     server: LoopbackServer, tmp_path: Path
 ) -> None:
     (tmp_path / "notes.txt").write_text("hi")
-    events = serve(
+    requests = [
         images(server, tmp_path / "a.png", size="huge"),
         images(server, tmp_path / "a.png", style="cubist"),
         images(server, tmp_path / "a.png", n=11),
         images(server, tmp_path / "a.png", image=str(tmp_path / "gone.png")),
         images(server, tmp_path / "a.png", image=str(tmp_path / "notes.txt")),
         {**images(server, tmp_path / "a.png"), "output": None},
-    )
+    ]
+    events = serve(*({**r, "id": str(i)} for i, r in enumerate(requests)))
     assert sorted(e["message"] for e in events) == sorted(
         [
             "size must be WIDTHxHEIGHT or auto, not 'huge'",
