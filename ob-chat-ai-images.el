@@ -39,6 +39,8 @@
 (require 'ob-chat-ai-files)
 
 (defvar org-inline-image-overlays)
+(defvar org-link-preview-overlays)
+(declare-function org-link-preview-refresh "ol" ())
 
 ;;;; The request
 
@@ -136,10 +138,14 @@ leave out :results file"))
   "Show the images a chat-ai images block linked, in a buffer showing images.
 For `org-babel-after-execute-hook'."
   (when (and (derived-mode-p 'org-mode)
-             (bound-and-true-p org-inline-image-overlays))
+             (if (boundp 'org-link-preview-overlays)
+                 org-link-preview-overlays
+               (bound-and-true-p org-inline-image-overlays)))
     (let ((info (org-babel-get-src-block-info 'no-eval)))
       (when (and info (equal (car info) "chat-ai") (ob-chat-ai-images-p (nth 2 info)))
-        (org-redisplay-inline-images)))))
+        (if (fboundp 'org-link-preview-refresh)
+            (org-link-preview-refresh)
+          (with-no-warnings (org-redisplay-inline-images)))))))
 
 (add-hook 'org-babel-after-execute-hook #'ob-chat-ai-images-redisplay)
 

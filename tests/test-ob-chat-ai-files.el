@@ -258,13 +258,17 @@ A harbour at dawn
             (with-current-buffer buffer
               ;; Batch Emacs shows no images: stand in for a buffer that does,
               ;; and count the redisplays asked for.
-              (setq-local org-inline-image-overlays
-                          (list (make-overlay (point-min) (point-min))))
-              (advice-add 'org-redisplay-inline-images :override
-                          (lambda () (cl-incf redisplays))
-                          '((name . ob-chat-ai-test-count)))
-              (unwind-protect (ob-chat-ai-test-run)
-                (advice-remove 'org-redisplay-inline-images 'ob-chat-ai-test-count))
+              (set (if (boundp 'org-link-preview-overlays)
+                       (make-local-variable 'org-link-preview-overlays)
+                     (make-local-variable 'org-inline-image-overlays))
+                   (list (make-overlay (point-min) (point-min))))
+              (let ((refresh (if (fboundp 'org-link-preview-refresh)
+                                 'org-link-preview-refresh
+                               'org-redisplay-inline-images)))
+                (advice-add refresh :override (lambda () (cl-incf redisplays))
+                            '((name . ob-chat-ai-test-count)))
+                (unwind-protect (ob-chat-ai-test-run)
+                  (advice-remove refresh 'ob-chat-ai-test-count)))
               (should (equal (ob-chat-ai-test-result-text)
                              ":results:\n[[file:doc-images/harbour.png]]\n:end:\n"))
               (should (equal (ob-chat-ai-test-file-bytes "doc-images/harbour.png")
