@@ -139,7 +139,8 @@ A relative PATH resolves in DIRECTORY; DETAIL is an image's detail."
 
 (defun ob-chat-ai-files-header-parts (params &optional names)
   "Return the parts that the :image and :file header args of PARAMS ask for.
-NAMES, when given, are the header args to read instead.  Relative
+NAMES, when given, are the header args to read instead.  With
+:results file, :file is Babel's: where the reply goes.  Relative
 paths resolve in `default-directory', which Babel sets from the
 block's :dir."
   (let ((detail (ob-chat-ai-files-detail params)))
@@ -152,7 +153,10 @@ block's :dir."
                                   ,@(and detail `((detail . ,detail)))))
                    (ob-chat-ai-files-part path default-directory detail)))
                (ob-chat-ai-files--paths (ob-chat-ai--param params name))))
-     (or names '(:image :file)))))
+     (or names
+         (if (member "file" (cdr (assq :result-params params)))
+             '(:image)
+           '(:image :file))))))
 
 (defun ob-chat-ai-files--paths (value)
   "Return the paths in header arg VALUE: words, or quoted names with spaces."

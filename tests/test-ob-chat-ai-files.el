@@ -105,6 +105,19 @@ Compare.
                                                           ob-chat-ai-test-png))))
             ((type . "text") (text . "notes.txt:\n```txt\nline one\n```"))])))))))
 
+(ert-deftest ob-chat-ai-test-files-results-file-keeps-file-as-the-output ()
+  (ob-chat-ai-test-in-folder
+    (ob-chat-ai-test-with-org
+        "#+begin_src chat-ai :model m :results file :file reply.txt
+Say hello.
+#+end_src
+"
+      (should (equal (file-name-nondirectory (ob-chat-ai-test-run)) "reply.txt"))
+      (should (equal (ob-chat-ai-test-messages-sent) '(("user" "Say hello."))))
+      (should (equal (with-temp-buffer (insert-file-contents "reply.txt")
+                                       (buffer-string))
+                     "Say hello.")))))
+
 (ert-deftest ob-chat-ai-test-files-a-missing-file-is-refused-naming-it ()
   (ob-chat-ai-test-in-folder
     (ob-chat-ai-test-with-org
