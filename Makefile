@@ -6,7 +6,8 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 # The package's main file first: package-lint takes the first as the package.
 EL := ob-chat-ai.el ob-chat-ai-process.el ob-chat-ai-messages.el ob-chat-ai-convert.el \
-  ob-chat-ai-reply.el ob-chat-ai-async.el ob-chat-ai-setup.el
+  ob-chat-ai-reply.el ob-chat-ai-async.el ob-chat-ai-setup.el ob-chat-ai-files.el \
+  ob-chat-ai-images.el
 PACKAGE_LINT = $$(compgen -G "/usr/share/emacs/site-lisp/elpa/package-lint-[0-9]*" | head -n 1)
 
 .PHONY: test demo bench venv system-deps lint-python pytest lint-elisp compile checkdoc package-lint ert ert-local clean
@@ -74,7 +75,8 @@ package-lint: system-deps
 ert: venv system-deps
 	CHAT_AI_TEST_PYTHON=$(abspath $(VPY)) $(EMACS) -Q --batch -L . \
 	  -l tests/test-ob-chat-ai-convert.el -l tests/test-ob-chat-ai.el \
-	  -l tests/test-ob-chat-ai-setup.el -f ert-run-tests-batch-and-exit
+	  -l tests/test-ob-chat-ai-setup.el -l tests/test-ob-chat-ai-files.el \
+	  -f ert-run-tests-batch-and-exit
 
 ert-local: venv system-deps
 	CHAT_AI_TEST_PYTHON=$(abspath $(VPY)) $(VENV)/bin/chat-ai-local --port 0 run -- \

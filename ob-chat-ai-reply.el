@@ -128,6 +128,16 @@ other index is dropped."
                   (string-to-number n))
                  (t 1)))))
 
+(defun ob-chat-ai-reply-file-links (files)
+  "Return a line with a link for each of FILES, which the helper wrote.
+A file inside `default-directory' is linked relative to it."
+  (mapconcat (lambda (file)
+               (format "[[file:%s]]"
+                       (if (file-in-directory-p file default-directory)
+                           (file-relative-name file)
+                         (abbreviate-file-name file))))
+             files "\n"))
+
 (defun ob-chat-ai--reply-text (texts final params level)
   "Return the text to show for choice TEXTS and the FINAL event, as PARAMS ask.
 An error becomes one line after whatever text had arrived.  With
@@ -151,6 +161,8 @@ structure of their own are protected (see `ob-chat-ai-reply-contain')."
                                   (member reason '("length" "content_filter")))
                                 reasons))
                (text (cond
+                      ((alist-get 'files final)
+                       (ob-chat-ai-reply-file-links (alist-get 'files final)))
                       (early
                        (concat reply "\n\n"
                                (ob-chat-ai-reply-note

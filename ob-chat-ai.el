@@ -46,6 +46,8 @@
 (require 'ob-chat-ai-convert)
 (require 'ob-chat-ai-reply)
 (require 'ob-chat-ai-async)
+(require 'ob-chat-ai-files)
+(require 'ob-chat-ai-images)
 
 ;;;; Customization
 
@@ -89,7 +91,16 @@ gpt-4o-mini."
     (:response-format response_format json-or-string)
     (:reasoning-effort reasoning_effort string)
     (:store store boolean)
-    (:metadata metadata json))
+    (:metadata metadata json)
+    (:suffix suffix string)
+    (:echo echo boolean)
+    (:best-of best_of number)
+    (:logprobs logprobs number)
+    (:size size string)
+    (:quality quality string)
+    (:style style string)
+    (:background background string)
+    (:output-format output_format string))
   "Header args that are request fields: (HEADER-ARG FIELD KIND).
 KIND says how the header value becomes a JSON value: `string',
 `number', `boolean', `strings' (one string or a list), `json' (a
@@ -109,7 +120,11 @@ JSON object) or `json-or-string'.")
     (:dry-run . ,(mapcar #'car ob-chat-ai--boolean-words))
     (:format . (markdown org))
     (:usage . ,(mapcar #'car ob-chat-ai--boolean-words))
-    (:async . ,(mapcar #'car ob-chat-ai--boolean-words)))
+    (:async . ,(mapcar #'car ob-chat-ai--boolean-words))
+    (:image . :any)
+    (:detail . (auto low high))
+    (:endpoint . (chat completions images))
+    (:mask . :any))
   "Header args that shape the request without being a field of their own.
 Each is (HEADER-ARG . VALUES): VALUES is `:any' or the symbols it takes.")
 
@@ -310,6 +325,9 @@ which key it carries (see `ob-chat-ai--api-key')."
       ,@(and api-version `((api_version . ,(format "%s" api-version))))
       ,@(and timeout `((timeout . ,timeout)))
       ,@(and retries `((max_retries . ,retries)))
+      ,@(and (ob-chat-ai--param params :endpoint)
+             `((endpoint . ,(ob-chat-ai--endpoint params))))
+      ,@(and (ob-chat-ai-images-p params) (ob-chat-ai-images-output body params))
       (body . ,(ob-chat-ai--body
                 body
                 (if (or (ob-chat-ai--param params :model) (null ob-chat-ai-model))
@@ -413,13 +431,39 @@ reports the same problem."
           (push (cons (nth 1 spec)
                       (ob-chat-ai--json-value (car spec) (nth 2 spec) value))
                 fields))))
-    (push (cons 'messages (ob-chat-ai--messages body params)) fields)
+    (setq fields (append (reverse (ob-chat-ai--input body params)) fields))
     (when (and (ob-chat-ai--yes-p params :usage) (eq (alist-get 'stream fields) t))
       (push '(stream_options (include_usage . t)) fields))
     (let ((listed (nreverse fields)))
       (append listed
               (seq-remove (lambda (field) (assq (car field) listed))
                           (ob-chat-ai--params-object params))))))
+
+(defun ob-chat-ai--endpoint (params)
+  "Return the :endpoint of PARAMS, checked: chat, completions or images."
+  (let ((endpoint (format "%s" (or (ob-chat-ai--param params :endpoint) "chat"))))
+    (unless (member endpoint '("chat" "completions" "images"))
+      (ob-chat-ai--user-error ":endpoint must be chat, completions or images, not %s"
+                              endpoint))
+    endpoint))
+
+(defun ob-chat-ai--input (body params)
+  "Return the request fields that carry BODY for the endpoint of PARAMS.
+Chat takes the messages; the completions and images endpoints take
+BODY, its $variables filled in, as the prompt."
+  (let ((endpoint (ob-chat-ai--endpoint params)))
+    (if (equal endpoint "chat")
+        (list (cons 'messages (ob-chat-ai--messages body params)))
+      (dolist (name '(:system :session))
+        (when (and (ob-chat-ai--param params name)
+                   (not (equal (ob-chat-ai--param params name) "none")))
+          (ob-chat-ai--user-error "%s is for the chat endpoint, not %s"
+                                  name endpoint)))
+      (let ((prompt (ob-chat-ai-messages-substitute
+                     body (org-babel--get-vars params))))
+        (if (equal endpoint "images")
+            (ob-chat-ai-images-fields prompt params)
+          (list (cons 'prompt prompt)))))))
 
 (defun ob-chat-ai--messages (body params)
   "Return the messages for BODY and PARAMS.
@@ -435,8 +479,10 @@ They are the system message, the conversation so far of the block's
          (turns (append (car history) (ob-chat-ai-messages-block-turns body params))))
     (vconcat
      (and system `(((role . ,role) (content . ,(format "%s" system)))))
-     (mapcar (lambda (turn) `((role . ,(car turn)) (content . ,(cdr turn))))
-             turns))))
+     (ob-chat-ai-files-messages
+      (mapcar (lambda (turn) `((role . ,(car turn)) (content . ,(cdr turn))))
+              turns)
+      params))))
 
 (defun ob-chat-ai--json-value (name kind value)
   "Return header arg NAME's VALUE as the JSON value of its KIND.

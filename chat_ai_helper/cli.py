@@ -26,12 +26,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("prompt", nargs="*", help="the user message")
     parser.add_argument(
+        "-e",
+        "--endpoint",
+        choices=("chat", "completions", "images"),
+        default="chat",
+        help="chat (the default), completions (the legacy endpoint: the prompt "
+        "as it is) or images (make an image, or edit the attached one)",
+    )
+    parser.add_argument(
         "-m",
         "--model",
         help="model name (default: $CHAT_AI_MODEL, else the provider's, "
         f"else {DEFAULT_MODEL})",
     )
     parser.add_argument("-s", "--system", help="a system message")
+    parser.add_argument(
+        "-a",
+        "--attach",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="send FILE with the prompt: an image (or an https:// image URL), "
+        "a PDF, WAV or MP3 audio, or a text file; repeat for more",
+    )
+    parser.add_argument(
+        "-O",
+        "--output",
+        metavar="FILE",
+        help="--endpoint images: write the image to FILE (FILE-2, FILE-3 … "
+        "for more than one) and print its name",
+    )
+    parser.add_argument(
+        "--detail",
+        choices=("auto", "low", "high"),
+        help="how closely the model looks at attached images",
+    )
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--max-tokens", type=int)
     parser.add_argument(
@@ -113,7 +142,7 @@ def build_envelope(args: argparse.Namespace, stdin: IO[bytes]) -> dict[str, Any]
     """Return the request object described by ARGS, reading STDIN as needed."""
     if args.json:
         try:
-            envelope = json.loads(stdin.read().decode("utf-8"))
+            envelope: dict[str, Any] = json.loads(stdin.read().decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as error:
             raise ConfigError(
                 f"--json: standard input is not a JSON object: {error}"
@@ -129,10 +158,13 @@ def build_envelope(args: argparse.Namespace, stdin: IO[bytes]) -> dict[str, Any]
             raise ConfigError("no prompt: give it as arguments or on standard input")
         if not prompt.strip():
             raise ConfigError("the prompt is empty")
-        messages = [{"role": "user", "content": prompt}]
-        if args.system:
-            messages.insert(0, {"role": "system", "content": args.system})
-        envelope = {"body": {"messages": messages, "stream": True}}
+        if args.endpoint == "chat":
+            messages = [{"role": "user", "content": _content(prompt, args)}]
+            if args.system:
+                messages.insert(0, {"role": "system", "content": args.system})
+            envelope = {"body": {"messages": messages, "stream": True}}
+        else:
+            envelope = _other_endpoint(prompt, args)
     if args.provider:
         envelope["provider"] = args.provider
     body = envelope["body"]
@@ -159,6 +191,37 @@ def build_envelope(args: argparse.Namespace, stdin: IO[bytes]) -> dict[str, Any]
     if args.header:
         envelope["headers"] = dict(_header(text) for text in args.header)
     return envelope
+
+
+def _other_endpoint(prompt: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Return the request for PROMPT to the completions or images endpoint."""
+    if args.system:
+        raise ConfigError(f"--system is for chat, not --endpoint {args.endpoint}")
+    if args.endpoint == "completions":
+        if args.attach:
+            raise ConfigError("--attach is for chat and images, not completions")
+        return {"endpoint": "completions", "body": {"prompt": prompt, "stream": True}}
+    if not args.output:
+        raise ConfigError("--endpoint images needs --output FILE (-O FILE)")
+    body: dict[str, Any] = {"prompt": prompt}
+    if args.attach:
+        body["image"] = [os.path.abspath(name) for name in args.attach]
+    return {
+        "endpoint": "images",
+        "output": os.path.abspath(args.output),
+        "body": body,
+    }
+
+
+def _content(prompt: str, args: argparse.Namespace) -> Any:
+    """Return the user message's content: PROMPT, with the files ARGS attach."""
+    if not args.attach:
+        return prompt
+    from chat_ai_helper.attachments import attachment_part, text_part
+
+    return [text_part(prompt)] + [
+        attachment_part(name, args.detail) for name in args.attach
+    ]
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -192,6 +255,8 @@ def _print_reply(
                 err.write(f"chat-ai: {retry_line(event)}\n")
                 err.flush()
             else:
+                for name in event.files or []:
+                    out.write(name + "\n")
                 for index in sorted(others):
                     out.write(f"\n\n[choice {index + 1}]\n{others[index]}")
                     ended_with_newline = others[index].endswith("\n")

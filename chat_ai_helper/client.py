@@ -50,6 +50,7 @@ class Done:
     finish_reasons: list[str | None] = field(default_factory=list)
     usage: dict[str, Any] | None = None
     model: str | None = None
+    files: list[str] | None = None
 
 
 @dataclass
@@ -189,7 +190,7 @@ class Client:
         time (with jitter) or that the server asks for; running out of
         quota and other client errors are not.
         """
-        data = json.dumps(request.body, ensure_ascii=False).encode("utf-8")
+        data = request.payload()
         for attempt in range(request.max_retries + 1):
             last = attempt == request.max_retries
             try:
@@ -242,6 +243,9 @@ class Client:
                 with _not_reused(response):
                     error = _api_error(response, request.api_key)
                 raise _missing_key_advice(error, request)
+            if request.endpoint == "images":
+                yield from self._read_images(response, request)
+                return
             if not request.stream:
                 yield from _read_completion(response, response.content, request)
                 return
@@ -252,6 +256,31 @@ class Client:
             else:
                 body = head + b"".join(chunks)
                 yield from _read_completion(response, body, request)
+
+    def _read_images(self, response: Response, request: ChatRequest) -> Iterator[Event]:
+        """Write the images of RESPONSE where REQUEST says, and yield a `Done`."""
+        from chat_ai_helper.images import read_images
+        from chat_ai_helper.urls import origin
+
+        payload = _json_body(response, response.content, request.api_key)
+        if isinstance(payload, dict) and "error" in payload:
+            raise _error_from_payload(payload, response.status_code, request.api_key)
+        key_headers = {
+            name: value
+            for name, value in request.http_headers().items()
+            if name.lower() not in ("content-type", "accept")
+        }
+        for files in read_images(
+            response,
+            payload,
+            str(request.output),
+            self._session(request.base_url),
+            key_headers,
+            str(origin(request.base_url)),
+            request.timeout,
+        ):
+            usage = payload.get("usage")
+            yield Done(["stop"] * len(files), usage, request.body.get("model"), files)
 
 
 def _nothing() -> None:
@@ -441,7 +470,8 @@ def _read_completion(
         message = _field(choice, "message", dict, where, malformed) or {}
         text = _field(message, "content", str, f"{where}.message", malformed)
         refusal = _field(message, "refusal", str, f"{where}.message", malformed)
-        yield Delta(text or refusal or "", index)
+        legacy = _field(choice, "text", str, where, malformed)
+        yield Delta(text or refusal or legacy or "", index)
         reasons[index] = _field(choice, "finish_reason", str, where, malformed)
     yield _done(reasons, payload)
 
@@ -490,8 +520,9 @@ def _read_stream(chunks: Iterator[bytes], request: ChatRequest) -> Iterator[Even
                 delta = _field(choice, "delta", dict, where, malformed) or {}
                 text = _field(delta, "content", str, f"{where}.delta", malformed)
                 refusal = _field(delta, "refusal", str, f"{where}.delta", malformed)
-                if text or refusal:
-                    yield Delta(text or refusal or "", index)
+                legacy = _field(choice, "text", str, where, malformed)
+                if text or refusal or legacy:
+                    yield Delta(text or refusal or legacy or "", index)
                 reason = _field(choice, "finish_reason", str, where, malformed)
                 reasons.setdefault(index, None)
                 if reason:

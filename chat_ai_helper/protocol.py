@@ -183,6 +183,7 @@ def _answer(
                     "finish_reasons": event.finish_reasons,
                     "usage": event.usage,
                     "model": event.model,
+                    **({"files": event.files} if event.files is not None else {}),
                 }
             )
             return

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from chat_ai_helper.attachments import expand, shorten
 from chat_ai_helper.errors import ConfigError, shown
+from chat_ai_helper.images import EDITS_PATH, IMAGES_MODEL, edit_form, image_paths
 from chat_ai_helper.providers import DEFAULT_BASE_URL, resolve
 
 DEFAULT_TIMEOUT = 600.0
@@ -194,21 +199,86 @@ FIELDS: dict[str, Checker] = {
 }
 
 
-def check_body(body: Any) -> dict[str, Any]:
-    """Return a copy of BODY with every known field checked and normalised.
+def _prompt(name: str, value: Any) -> Any:
+    if (isinstance(value, str) and value) or (
+        isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+    ):
+        return value
+    raise ConfigError(
+        f"{name} must be a non-empty string or a list of strings, not {value!r}",
+        name,
+    )
+
+
+def _one_of(*values: str) -> Checker:
+    def check(name: str, value: Any) -> Any:
+        if value not in values:
+            raise ConfigError(
+                f"{name} must be one of {', '.join(values)}, not {value!r}", name
+            )
+        return value
+
+    return check
+
+
+def _size(name: str, value: Any) -> Any:
+    if value == "auto" or (
+        isinstance(value, str)
+        and re.fullmatch(r"[1-9][0-9]{1,4}x[1-9][0-9]{1,4}", value)
+    ):
+        return value
+    raise ConfigError(f"{name} must be WIDTHxHEIGHT or auto, not {value!r}", name)
+
+
+ENDPOINTS: dict[str, tuple[str, tuple[str, ...], dict[str, Checker]]] = {
+    "chat": ("/chat/completions", ("model", "messages"), {}),
+    "completions": (
+        "/completions",
+        ("model", "prompt"),
+        {
+            "prompt": _prompt,
+            "suffix": _string,
+            "echo": _boolean,
+            "best_of": _integer(1, 20),
+            "logprobs": _integer(0, 5),
+        },
+    ),
+    "images": (
+        "/images/generations",
+        ("model", "prompt"),
+        {
+            "prompt": _string,
+            "n": _integer(1, 10),
+            "size": _size,
+            "quality": _one_of("auto", "standard", "hd", "low", "medium", "high"),
+            "style": _one_of("vivid", "natural"),
+            "background": _one_of("auto", "transparent", "opaque"),
+            "output_format": _one_of("png", "jpeg", "webp"),
+            "output_compression": _integer(0, 100),
+            "response_format": _one_of("url", "b64_json"),
+            "moderation": _one_of("auto", "low"),
+        },
+    ),
+}
+
+
+def check_body(body: Any, endpoint: str = "chat") -> dict[str, Any]:
+    """Return a copy of BODY, for ENDPOINT, with every known field checked.
 
     Fields this module does not know are passed through untouched, so that
     new API parameters keep working; ``None`` values are dropped.
     """
     if not isinstance(body, dict):
         raise ConfigError("the request body must be a JSON object")
+    _, required_fields, endpoint_fields = ENDPOINTS[endpoint]
+    fields = {**FIELDS, **endpoint_fields}
     checked: dict[str, Any] = {}
     for name, value in body.items():
         if value is None:
             continue
-        check = FIELDS.get(name)
+        check = fields.get(name)
         checked[name] = check(name, value) if check else value
-    for required in ("model", "messages"):
+    for required in required_fields:
         if required not in checked:
             raise ConfigError(f"{required} is required", required)
     return checked
@@ -230,14 +300,31 @@ class ChatRequest:
     provider: str = "openai"
     max_retries: int = DEFAULT_MAX_RETRIES
     missing_key: str | None = None
+    endpoint: str = "chat"
+    path: str = "/chat/completions"
+    output: str | None = None
+    boundary: str = field(default_factory=lambda: secrets.token_hex(16))
+
+    @property
+    def multipart(self) -> bool:
+        """Return whether the body goes as multipart form data (an image edit)."""
+        return self.form is not None
+
+    form: bytes | None = field(default=None, repr=False)
+
+    def payload(self) -> bytes:
+        """Return the bytes to post: the body as JSON, or the multipart form."""
+        if self.form is not None:
+            return self.form
+        return json.dumps(self.body, ensure_ascii=False).encode("utf-8")
 
     @property
     def url(self) -> str:
-        """Return the chat-completions address for this request."""
+        """Return the address for this request: its endpoint under the base URL."""
         url = self.base_url.rstrip("/")
         if self.deployment is not None:
             url += f"/openai/deployments/{quote(self.deployment, safe='')}"
-        url += "/chat/completions"
+        url += self.path
         if self.api_version:
             url += "?" + urlencode({"api-version": self.api_version})
         return url
@@ -249,8 +336,13 @@ class ChatRequest:
 
     def http_headers(self, *, redacted: bool = False) -> dict[str, str]:
         """Return the HTTP headers to send, every credential masked when REDACTED."""
+        content_type = (
+            f"multipart/form-data; boundary={self.boundary}"
+            if self.multipart
+            else "application/json"
+        )
         headers = {
-            "Content-Type": "application/json",
+            "Content-Type": content_type,
             "Accept": "text/event-stream" if self.stream else "application/json",
         }
         if self.api_key:
@@ -271,7 +363,8 @@ class ChatRequest:
             "method": "POST",
             "url": self.url,
             "headers": self.http_headers(redacted=True),
-            "body": self.body,
+            "body": shorten(self.body),
+            **({"output": self.output} if self.output else {}),
         }
 
 
@@ -301,8 +394,9 @@ def parse_request(
 ) -> ChatRequest:
     """Check ENVELOPE, a request object as Emacs sends it, and return it parsed.
 
-    The envelope holds ``body`` (the chat-completions request) and optionally
-    ``id``, ``provider``, ``base_url``, ``api_key``, ``api_key_host``,
+    The envelope holds ``body`` (the request of its ``endpoint``: ``chat``,
+    the default, ``completions`` or ``images``) and optionally ``id``,
+    ``provider``, ``base_url``, ``api_key``, ``api_key_host``,
     ``headers``, ``api_version``, ``timeout`` and ``max_retries``.  Where
     the request goes and which key it carries is decided by
     `chat_ai_helper.providers.resolve`, from ENVIRON; the envelope's
@@ -315,11 +409,24 @@ def parse_request(
     request_id = envelope.get("id")
     if request_id is not None and not isinstance(request_id, str | int):
         raise ConfigError("id must be a string or a number", "id")
+    endpoint = envelope.get("endpoint", "chat")
+    if endpoint not in ENDPOINTS:
+        raise ConfigError(
+            f"endpoint must be chat, completions or images, not {endpoint!r}",
+            "endpoint",
+        )
     route = resolve(envelope, environ, trusted=trusted, require_key=require_key)
     given_body = envelope.get("body")
     if isinstance(given_body, dict) and "model" not in given_body:
-        given_body = {"model": route.model, **given_body}
-    body = check_body(given_body)
+        model = IMAGES_MODEL if endpoint == "images" else route.model
+        given_body = {"model": model, **given_body}
+    body = expand(check_body(given_body, endpoint))
+    path, output, form = ENDPOINTS[endpoint][0], None, None
+    boundary = secrets.token_hex(16)
+    if endpoint == "images":
+        path, output = _images_route(body, envelope.get("output"))
+        if path == EDITS_PATH:
+            form = edit_form(body, boundary)[0]
     api_version = route.api_version
     deployment = None
     if route.deployments:
@@ -365,4 +472,29 @@ def parse_request(
         deployment=deployment,
         provider=route.provider.api,
         missing_key=route.missing_key,
+        endpoint=endpoint,
+        path=path,
+        output=output,
+        boundary=boundary,
+        form=form,
     )
+
+
+def _images_route(body: dict[str, Any], output: Any) -> tuple[str, str]:
+    """Return the path and output file of an images BODY, made ready to send.
+
+    With ``image`` it is an edit; streaming is not asked for.
+    """
+    if not isinstance(output, str) or not output:
+        raise ConfigError(
+            "the images endpoint needs output: the file to write the image to",
+            "output",
+        )
+    body.pop("stream", None)
+    body.pop("stream_options", None)
+    if "image" not in body:
+        if "mask" in body:
+            raise ConfigError("mask needs an image to edit", "mask")
+        return ENDPOINTS["images"][0], output
+    image_paths(body["image"], "image")
+    return EDITS_PATH, output

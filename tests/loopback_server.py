@@ -1,7 +1,12 @@
 """An OpenAI-compatible chat server on 127.0.0.1 for tests and benchmarks.
 
 It answers ``POST /v1/chat/completions`` (any prefix before
-``/chat/completions`` works) and records every request it receives.  What
+``/chat/completions`` works), the legacy ``/completions`` (the prompt
+echoed as ``text``, streamed or not; ``error-STATUS`` models fail as
+below), ``/images/generations`` and ``/images/edits`` (``n`` images as
+``b64_json``, or as URLs it serves itself when the model's name starts
+with ``url``: on ``localhost`` rather than 127.0.0.1, another origin, for
+``url-elsewhere``), and records every request it receives.  What
 it answers is chosen by the request's model name:
 
 - any ordinary name: the reply is the last user message, echoed exactly;
@@ -38,12 +43,15 @@ request received, so a test in another process (Emacs) can check them.
 
 from __future__ import annotations
 
+import base64
+import email.policy
 import json
 import os
 import socket
 import sys
 import threading
 import time
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -106,15 +114,25 @@ class Handler(BaseHTTPRequestHandler):
             body = json.loads(raw.decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             body = None
+        content_type = self.headers.get("Content-Type", "")
+        form = None
+        if content_type.startswith("multipart/form-data"):
+            body = form = parse_form(content_type, raw)
         self.server.record(
             {
                 "path": url.path,
                 "query": url.query,
                 "headers": dict(self.headers.items()),
-                "body": body,
+                "body": None if form else body,
+                **({"form": form} if form else {}),
             }
         )
-        if not url.path.endswith("/chat/completions"):
+        legacy = url.path.endswith("/completions") and "/chat/" not in url.path
+        if url.path.endswith(("/images/generations", "/images/edits")):
+            self.answer_images(body)
+        elif isinstance(body, dict) and legacy:
+            self.answer_completion(body)
+        elif not url.path.endswith("/chat/completions"):
             self.send_json(404, error_object("no such path", "invalid_request_error"))
         elif not isinstance(body, dict):
             self.send_json(
@@ -173,6 +191,70 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": usage,
             },
         )
+
+    def do_GET(self) -> None:
+        """Serve an image that an images reply named by URL."""
+        url = urlsplit(self.path)
+        self.server.record(
+            {
+                "path": url.path,
+                "query": url.query,
+                "headers": dict(self.headers.items()),
+            }
+        )
+        name = url.path.rsplit("/", 1)[-1]
+        self.send_bytes(200, "image/png", image_bytes(name))
+
+    def answer_images(self, body: Any) -> None:
+        """Answer an images request BODY: each image as b64_json, or as a URL.
+
+        An edit's multipart form is recorded as ``form``: each field's
+        text, or a list of files, each its name, type and base64 bytes.
+        """
+        if not isinstance(body, dict):
+            self.send_json(400, error_object("no body", "invalid_request_error"))
+            return
+        model = str(body.get("model", ""))
+        if model.startswith("error-"):
+            self.send_error_scenario(model[len("error-") :], retry_after_ms="1")
+            return
+        names = [f"{model}-{i + 1}.png" for i in range(int(body.get("n", 1)))]
+        host = "localhost" if model == "url-elsewhere" else "127.0.0.1"
+        prefix = f"http://{host}:{self.server.server_address[1]}/files/"
+        if model.startswith("url"):
+            data = [{"url": prefix + name} for name in names]
+        else:
+            data = [
+                {"b64_json": base64.b64encode(image_bytes(name)).decode()}
+                for name in names
+            ]
+        self.send_json(200, {"created": 0, "data": data})
+
+    def answer_completion(self, body: dict[str, Any]) -> None:
+        """Answer a legacy completion BODY: its prompt, echoed, as ``text``."""
+        model = str(body.get("model", ""))
+        if model.startswith("error-"):
+            self.send_error_scenario(model[len("error-") :], retry_after_ms="1")
+            return
+        prompt = body.get("prompt", "")
+        text = "".join(prompt) if isinstance(prompt, list) else str(prompt)
+        text += str(body.get("suffix", ""))
+        if not body.get("stream"):
+            choice = {"index": 0, "text": text, "finish_reason": "stop"}
+            completion = {"object": "text_completion", "model": model}
+            self.send_json(200, {**completion, "choices": [choice]})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for piece in split_reply(model, text):
+            choice = {"index": 0, "text": piece, "finish_reason": None}
+            self.send_event({"model": model, "choices": [choice]})
+        final = {"index": 0, "text": "", "finish_reason": finish_reason(model)}
+        self.send_event({"model": model, "choices": [final]})
+        self.send_chunk(b"data: [DONE]\n\n")
+        self.send_chunk(b"")
 
     def stream(
         self, body: dict[str, Any], model: str, texts: list[str], usage: dict[str, int]
@@ -280,6 +362,35 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+
+def image_bytes(name: str) -> bytes:
+    """Return the bytes of the image the server makes under NAME."""
+    return b"\x89PNG\r\n\x1a\n" + name.encode() + bytes(range(256))
+
+
+def parse_form(content_type: str, raw: bytes) -> dict[str, Any]:
+    """Return the fields of the multipart form RAW, files as objects."""
+    message = BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + raw
+    )
+    form: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True)
+        assert isinstance(data, bytes)
+        filename = part.get_filename()
+        if filename:
+            form.setdefault(str(name), []).append(
+                {
+                    "filename": filename,
+                    "type": part.get_content_type(),
+                    "b64": base64.b64encode(data).decode(),
+                }
+            )
+        else:
+            form[str(name)] = data.decode()
+    return form
 
 
 def chunk(

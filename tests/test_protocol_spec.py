@@ -32,12 +32,13 @@ DISPATCH = elisp_function("ob-chat-ai--dispatch") + elisp_function(
 def emitted_types() -> set[str]:
     """Return the event types that the helper's source writes.
 
-    request.py is left out: a ``type`` there is a field of the request
-    body; so are messages quoted in docstrings (````{"type": …}````).
+    request.py and attachments.py are left out: a ``type`` there is a
+    field of the request body or a content part's; so are messages quoted
+    in docstrings (````{"type": …}````).
     """
     found: set[str] = set()
     for path in (ROOT / "chat_ai_helper").glob("*.py"):
-        if path.name != "request.py":
+        if path.name not in ("request.py", "attachments.py"):
             text = path.read_text(encoding="utf-8")
             found |= set(re.findall(r'(?<!``\{)"type": "(\w+)"', text))
     return found
