@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chat_ai_helper.errors import ConfigError
+from chat_ai_helper.errors import ConfigError, shown
 
 MB = 1024 * 1024
 DETAILS = ("auto", "low", "high")
@@ -128,7 +128,9 @@ def file_part(spec: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("a local_file part needs a path", "path")
     detail = spec.get("detail")
     if detail is not None and detail not in DETAILS:
-        raise ConfigError(f"detail must be auto, low or high, not {detail!r}", "detail")
+        raise ConfigError(
+            f"detail must be auto, low or high, not {shown(detail)}", "detail"
+        )
     path = Path(raw).expanduser().absolute()
     kind, data = read_file(path)
     found = KINDS[kind]

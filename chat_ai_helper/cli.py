@@ -9,7 +9,7 @@ import sys
 from typing import IO, Any
 
 from chat_ai_helper import __version__
-from chat_ai_helper.errors import ChatAIError, ConfigError, InternalError
+from chat_ai_helper.errors import ChatAIError, ConfigError, InternalError, shown
 from chat_ai_helper.providers import DEFAULT_MODEL
 
 EXIT_ERROR = 1
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _option(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
-        raise ConfigError(f"-o takes KEY=VALUE, not {text!r}")
+        raise ConfigError(f"-o takes KEY=VALUE, not {shown(text)}")
     try:
         value = json.loads(raw)
     except ValueError:
@@ -227,7 +227,7 @@ def _content(prompt: str, args: argparse.Namespace) -> Any:
 def _header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     if not sep or not name.strip():
-        raise ConfigError(f"-H takes 'NAME: VALUE', not {text!r}")
+        raise ConfigError(f"-H takes 'NAME: VALUE', not {shown(text)}")
     return name.strip(), value.strip()
 
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chat_ai_helper.errors import ConfigError
+from chat_ai_helper.errors import ConfigError, shown
 from chat_ai_helper.urls import Origin, origin
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -105,7 +105,7 @@ def provider(name: str, environ: Mapping[str, str]) -> Provider:
     known = ", ".join(
         [*BUILT_IN, *(str(key) for key in entries if key not in BUILT_IN)]
     )
-    raise ConfigError(f"unknown provider {name!r}; known: {known}", "provider")
+    raise ConfigError(f"unknown provider {shown(name)}; known: {known}", "provider")
 
 
 def _built_in(name: str, environ: Mapping[str, str]) -> Provider:
@@ -168,7 +168,7 @@ def _user_entries(environ: Mapping[str, str]) -> tuple[Path, dict[str, Any]]:
 def _user_provider(
     path: Path, name: str, entry: Any, environ: Mapping[str, str]
 ) -> Provider:
-    where = f"provider {name!r} in {path}"
+    where = f"provider {shown(name)} in {path}"
     if not isinstance(entry, dict) or not isinstance(entry.get("base_url"), str):
         raise ConfigError(f"{where} needs a base_url")
     headers = entry.get("headers") or {}
@@ -178,7 +178,7 @@ def _user_provider(
         raise ConfigError(f"{where}: headers must map names to strings")
     for header in headers:
         if not HEADER_NAME.match(str(header)):
-            raise ConfigError(f"{where}: {header!r} is not a valid header name")
+            raise ConfigError(f"{where}: {shown(header)} is not a valid header name")
     base = _built_in(name, environ) if name in BUILT_IN else Provider(name, None)
     return Provider(
         name,
@@ -314,7 +314,7 @@ def _headers(envelope: Mapping[str, Any]) -> dict[str, str]:
     for header in given:
         if not HEADER_NAME.match(header):
             raise ConfigError(
-                f"headers must have valid names; {header!r} is not one (letters, "
+                f"headers must have valid names; {shown(header)} is not one (letters, "
                 "digits and !#$%&'*+-.^_`|~ only, no spaces)",
                 "headers",
             )

@@ -205,7 +205,7 @@ def _prompt(name: str, value: Any) -> Any:
     ):
         return value
     raise ConfigError(
-        f"{name} must be a non-empty string or a list of strings, not {value!r}",
+        f"{name} must be a non-empty string or a list of strings, not {shown(value)}",
         name,
     )
 
@@ -214,7 +214,7 @@ def _one_of(*values: str) -> Checker:
     def check(name: str, value: Any) -> Any:
         if value not in values:
             raise ConfigError(
-                f"{name} must be one of {', '.join(values)}, not {value!r}", name
+                f"{name} must be one of {', '.join(values)}, not {shown(value)}", name
             )
         return value
 
@@ -227,7 +227,7 @@ def _size(name: str, value: Any) -> Any:
         and re.fullmatch(r"[1-9][0-9]{1,4}x[1-9][0-9]{1,4}", value)
     ):
         return value
-    raise ConfigError(f"{name} must be WIDTHxHEIGHT or auto, not {value!r}", name)
+    raise ConfigError(f"{name} must be WIDTHxHEIGHT or auto, not {shown(value)}", name)
 
 
 ENDPOINTS: dict[str, tuple[str, tuple[str, ...], dict[str, Checker]]] = {
@@ -412,7 +412,7 @@ def parse_request(
     endpoint = envelope.get("endpoint", "chat")
     if endpoint not in ENDPOINTS:
         raise ConfigError(
-            f"endpoint must be chat, completions or images, not {endpoint!r}",
+            f"endpoint must be chat, completions or images, not {shown(endpoint)}",
             "endpoint",
         )
     route = resolve(envelope, environ, trusted=trusted, require_key=require_key)

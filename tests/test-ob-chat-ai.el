@@ -388,7 +388,7 @@ start the local model with: chat-ai-local start"))))
   (ob-chat-ai-test-with-org "before\n#+begin_src chat-ai :provider nope\nhi\n#+end_src\n"
     (let ((original (buffer-string)))
       (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
-                     "chat-ai: unknown provider 'nope'; known: openai, azure, local"))
+                     "chat-ai: unknown provider \"nope\"; known: openai, azure, local"))
       (should (equal (buffer-string) original))
       (should-not (ob-chat-ai-test-received)))))
 

@@ -203,7 +203,7 @@ def test_unknown_provider_is_a_usage_error(server: LoopbackServer) -> None:
     result = run_cli("-p", "nope", "hi")
     assert result.returncode == 2
     assert result.stderr.decode() == (
-        "chat-ai: unknown provider 'nope'; known: openai, azure, local\n"
+        'chat-ai: unknown provider "nope"; known: openai, azure, local\n'
     )
 
 
@@ -269,7 +269,9 @@ def test_azure_without_an_api_version_is_a_usage_error(server: LoopbackServer) -
 def test_bad_header_is_a_usage_error() -> None:
     result = run_cli("--base-url", "http://127.0.0.1:9/v1", "-H", "no colon", "hi")
     assert result.returncode == 2
-    assert result.stderr.decode() == "chat-ai: -H takes 'NAME: VALUE', not 'no colon'\n"
+    assert (
+        result.stderr.decode() == "chat-ai: -H takes 'NAME: VALUE', not \"no colon\"\n"
+    )
 
 
 def test_providers_of_the_users_own_from_the_config_file(
@@ -300,7 +302,7 @@ def test_providers_of_the_users_own_from_the_config_file(
         "-p", "nope", "hi", env={"XDG_CONFIG_HOME": str(tmp_path / "config")}
     )
     assert unknown.stderr.decode() == (
-        "chat-ai: unknown provider 'nope'; known: openai, azure, local, event\n"
+        'chat-ai: unknown provider "nope"; known: openai, azure, local, event\n'
     )
 
 
@@ -310,5 +312,5 @@ def test_a_broken_providers_file_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli("-p", "x", "hi", env={"CHAT_AI_PROVIDERS_FILE": str(broken)})
     assert result.returncode == 2
     assert result.stderr.decode() == (
-        f"chat-ai: provider 'x' in {broken} needs a base_url\n"
+        f'chat-ai: provider "x" in {broken} needs a base_url\n'
     )

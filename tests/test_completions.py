@@ -52,9 +52,9 @@ def test_completion_errors_and_fields_are_checked(server: LoopbackServer) -> Non
     ]
     events = serve(*({**r, "id": str(i)} for i, r in enumerate(requests)))
     messages = {e["message"] for e in events if e["type"] == "error"}
-    assert "echo must be true or false, not 'yes'" in messages
+    assert 'echo must be true or false, not "yes"' in messages
     assert "prompt is required" in messages
-    assert "endpoint must be chat, completions or images, not 'edits'" in messages
+    assert 'endpoint must be chat, completions or images, not "edits"' in messages
     assert any(m.startswith("HTTP 401 ") for m in messages)
     assert len(server.received) == 1
 

@@ -130,8 +130,8 @@ def test_images_fields_and_files_are_checked_before_sending(
     events = serve(*({**r, "id": str(i)} for i, r in enumerate(requests)))
     assert sorted(e["message"] for e in events) == sorted(
         [
-            "size must be WIDTHxHEIGHT or auto, not 'huge'",
-            "style must be one of vivid, natural, not 'cubist'",
+            'size must be WIDTHxHEIGHT or auto, not "huge"',
+            'style must be one of vivid, natural, not "cubist"',
             "n must be a whole number from 1 to 10, not 11",
             f"{tmp_path / 'gone.png'}: no such file",
             f"{tmp_path / 'notes.txt'}: the image must be a PNG, JPEG, GIF "

@@ -372,7 +372,7 @@ def test_a_broken_entry_spoils_only_itself(tmp_path: Path) -> None:
     assert [p.name for p in listing(environ)] == ["openai", "azure", "local"]
     request = parse_request(ask("http://127.0.0.1:9/v1"), environ)
     assert request.url == "http://127.0.0.1:9/v1/chat/completions"
-    with pytest.raises(ConfigError, match=r"'broken' .* needs a base_url"):
+    with pytest.raises(ConfigError, match=r'"broken" .* needs a base_url'):
         parse_request(ask(provider="broken"), environ)
 
 
