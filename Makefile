@@ -10,9 +10,9 @@ EL := ob-chat-ai.el ob-chat-ai-process.el ob-chat-ai-messages.el ob-chat-ai-conv
   ob-chat-ai-images.el
 PACKAGE_LINT = $$(compgen -G "/usr/share/emacs/site-lisp/elpa/package-lint-[0-9]*" | head -n 1)
 
-.PHONY: test demo bench venv system-deps lint-python pytest lint-elisp compile checkdoc package-lint ert ert-local clean
+.PHONY: test demo bench venv system-deps lint-python pytest lint-elisp compile checkdoc package-lint ert ert-local newer-org clean
 
-test: lint-python pytest lint-elisp ert ert-local
+test: lint-python pytest lint-elisp ert ert-local newer-org
 
 # The model that make demo asks: local (on this machine) or openai.
 PROVIDER ?= local
@@ -72,11 +72,12 @@ package-lint: system-deps
 	$(EMACS) -Q --batch -L $(PACKAGE_LINT) -L . -l scripts/package-lint-batch.el \
 	  $(EL)
 
+ERT_FILES := tests/test-ob-chat-ai-convert.el tests/test-ob-chat-ai.el \
+  tests/test-ob-chat-ai-setup.el tests/test-ob-chat-ai-files.el
+
 ert: venv system-deps
 	CHAT_AI_TEST_PYTHON=$(abspath $(VPY)) $(EMACS) -Q --batch -L . \
-	  -l tests/test-ob-chat-ai-convert.el -l tests/test-ob-chat-ai.el \
-	  -l tests/test-ob-chat-ai-setup.el -l tests/test-ob-chat-ai-files.el \
-	  -f ert-run-tests-batch-and-exit
+	  $(addprefix -l ,$(ERT_FILES)) -f ert-run-tests-batch-and-exit
 
 ert-local: venv system-deps
 	CHAT_AI_TEST_PYTHON=$(abspath $(VPY)) $(VENV)/bin/chat-ai-local --port 0 run -- \
@@ -85,3 +86,17 @@ ert-local: venv system-deps
 
 clean:
 	rm -rf $(VENV) *.elc .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# The newer Org releases beside the repository (../shared/org: 9.7, bundled
+# with Emacs 30, and 9.8), when there: byte-compile and the ERT suite with each.
+NEWER_ORGS := $(wildcard ../shared/org/*/lisp)
+
+newer-org: venv system-deps
+	@[ -n "$(NEWER_ORGS)" ] || echo "No newer Org in ../shared/org; skipped."
+	@set -e; for lisp in $(NEWER_ORGS); do \
+	  echo "== byte-compile and ERT with the Org in $$lisp"; \
+	  $(EMACS) -Q --batch -L $$lisp -L . --eval '(setq byte-compile-error-on-warn t)' \
+	    -f batch-byte-compile $(EL) || { rm -f *.elc; exit 1; }; rm -f *.elc; \
+	  CHAT_AI_TEST_PYTHON=$(abspath $(VPY)) $(EMACS) -Q --batch -L $$lisp -L . \
+	    $(addprefix -l ,$(ERT_FILES)) -f ert-run-tests-batch-and-exit; \
+	done
