@@ -2306,6 +2306,34 @@ hello from other
 : got: hello from other
 "))))
 
+(ert-deftest ob-chat-ai-test-narrowing-mid-stream-keeps-the-reply ()
+  (ob-chat-ai-test-async "* A
+#+begin_src chat-ai :model slow
+abcdefghijkl
+#+end_src
+
+* B
+notes
+"
+    (re-search-forward "abc")
+    (org-ctrl-c-ctrl-c)
+    (ob-chat-ai-test-wait-for ": abc")
+    (re-search-forward "^\\* B")
+    (org-narrow-to-subtree)
+    (ob-chat-ai-test-idle)
+    (should (equal (buffer-string) "* B\nnotes\n"))
+    (widen)
+    (should (equal (buffer-string) "* A
+#+begin_src chat-ai :model slow
+abcdefghijkl
+#+end_src
+
+#+RESULTS:
+: abcdefghijkl
+
+* B
+notes
+"))))
 
 (provide 'test-ob-chat-ai)
 
