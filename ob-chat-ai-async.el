@@ -287,10 +287,12 @@ replies show their end, and long lines are broken."
   "Return the end of the #+end_src line of JOB's block, or nil when it is gone."
   (when (ob-chat-ai--job-block-live-p job)
     (save-excursion
-      (goto-char (ob-chat-ai--job-block job))
-      (goto-char (org-element-property :end (org-element-at-point)))
-      (skip-chars-backward " \t\n")
-      (line-end-position))))
+      (save-restriction
+        (widen)
+        (goto-char (ob-chat-ai--job-block job))
+        (goto-char (org-element-property :end (org-element-at-point)))
+        (skip-chars-backward " \t\n")
+        (line-end-position)))))
 
 (defun ob-chat-ai--preview (job)
   "Return the preview of JOB's reply as it streams, as fixed-width lines."
@@ -332,11 +334,13 @@ replies show their end, and long lines are broken."
     (and buffer
          (with-current-buffer buffer
            (save-excursion
-             (goto-char block)
-             (let ((element (org-element-at-point)))
-               (and (eq (org-element-type element) 'src-block)
-                    (equal (org-element-property :language element) "chat-ai")
-                    (= (org-element-property :post-affiliated element) block))))))))
+             (save-restriction
+               (widen)
+               (goto-char block)
+               (let ((element (org-element-at-point)))
+                 (and (eq (org-element-type element) 'src-block)
+                      (equal (org-element-property :language element) "chat-ai")
+                      (= (org-element-property :post-affiliated element) block)))))))))
 
 (defvar ob-chat-ai--executing nil
   "Non-nil while Babel runs a chat-ai block, which may wait for the helper.
@@ -382,28 +386,30 @@ goes with TEXT only when it is a COMPLETE reply.  TEXT with a very
 long line goes in an example block, never in fixed-width lines."
   (with-current-buffer (ob-chat-ai--job-buffer job)
     (save-excursion
-      (goto-char (ob-chat-ai--job-block job))
-      (let ((info (org-babel-get-src-block-info 'no-eval))
-            (ob-chat-ai--finished-reply text)
-            (org-confirm-babel-evaluate nil)
-            (org-babel-min-lines-for-block-output
-             (if (ob-chat-ai-reply-long-line-p text) 0 org-babel-min-lines-for-block-output))
-            (change (progn (undo-boundary) (prepare-change-group))))
-        (setf (nth 1 info) (ob-chat-ai--job-body job)
-              (nth 2 info) (cons '(:noweb . "no")
-                                 (assq-delete-all :noweb
-                                                  (copy-sequence
-                                                   (ob-chat-ai--job-params job)))))
-        (activate-change-group change)
-        (unwind-protect
-            (progn
-              (org-babel-execute-src-block t info)
-              (when (ob-chat-ai--yes-p (ob-chat-ai--job-params job) :cache)
-                (ob-chat-ai--set-result-hash
-                 (and complete (ob-chat-ai--job-hash job)))))
-          (undo-amalgamate-change-group change)
-          (accept-change-group change)
-          (undo-boundary))))))
+      (save-restriction
+        (widen)
+        (goto-char (ob-chat-ai--job-block job))
+        (let ((info (org-babel-get-src-block-info 'no-eval))
+              (ob-chat-ai--finished-reply text)
+              (org-confirm-babel-evaluate nil)
+              (org-babel-min-lines-for-block-output
+               (if (ob-chat-ai-reply-long-line-p text) 0 org-babel-min-lines-for-block-output))
+              (change (progn (undo-boundary) (prepare-change-group))))
+          (setf (nth 1 info) (ob-chat-ai--job-body job)
+                (nth 2 info) (cons '(:noweb . "no")
+                                   (assq-delete-all :noweb
+                                                    (copy-sequence
+                                                     (ob-chat-ai--job-params job)))))
+          (activate-change-group change)
+          (unwind-protect
+              (progn
+                (org-babel-execute-src-block t info)
+                (when (ob-chat-ai--yes-p (ob-chat-ai--job-params job) :cache)
+                  (ob-chat-ai--set-result-hash
+                   (and complete (ob-chat-ai--job-hash job)))))
+            (undo-amalgamate-change-group change)
+            (accept-change-group change)
+            (undo-boundary)))))))
 
 (defun ob-chat-ai--job-forget (job)
   "Release the marker and the overlay of JOB."

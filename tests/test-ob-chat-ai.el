@@ -2272,6 +2272,69 @@ developer, not boss")))
       (should-not (string-search ob-chat-ai-test-key exported)))
     (should (equal (ob-chat-ai-test-authorization) (concat "Bearer " ob-chat-ai-test-key)))))
 
+;;;; Tests: found by trying to break issue 11's promises
+
+(ert-deftest ob-chat-ai-test-var-reference-leaves-a-streaming-reply-alone ()
+  (ob-chat-ai-test-async "#+name: other
+#+begin_src chat-ai :model slow
+hello from other
+#+end_src
+
+#+begin_src emacs-lisp :var x=other()
+(concat \"got: \" x)
+#+end_src
+"
+    (re-search-forward "hello")
+    (org-ctrl-c-ctrl-c)
+    (ob-chat-ai-test-wait-for ": hel")
+    (re-search-forward "concat")
+    (org-ctrl-c-ctrl-c)
+    (should (equal (ob-chat-ai-test-idle)
+                   "#+name: other
+#+begin_src chat-ai :model slow
+hello from other
+#+end_src
+
+#+RESULTS: other
+: hello from other
+
+#+begin_src emacs-lisp :var x=other()
+(concat \"got: \" x)
+#+end_src
+
+#+RESULTS:
+: got: hello from other
+"))))
+
+(ert-deftest ob-chat-ai-test-narrowing-mid-stream-keeps-the-reply ()
+  (ob-chat-ai-test-async "* A
+#+begin_src chat-ai :model slow
+abcdefghijkl
+#+end_src
+
+* B
+notes
+"
+    (re-search-forward "abc")
+    (org-ctrl-c-ctrl-c)
+    (ob-chat-ai-test-wait-for ": abc")
+    (re-search-forward "^\\* B")
+    (org-narrow-to-subtree)
+    (ob-chat-ai-test-idle)
+    (should (equal (buffer-string) "* B\nnotes\n"))
+    (widen)
+    (should (equal (buffer-string) "* A
+#+begin_src chat-ai :model slow
+abcdefghijkl
+#+end_src
+
+#+RESULTS:
+: abcdefghijkl
+
+* B
+notes
+"))))
+
 (provide 'test-ob-chat-ai)
 
 ;;; test-ob-chat-ai.el ends here
