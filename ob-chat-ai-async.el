@@ -135,14 +135,14 @@ when there was one."
       (ob-chat-ai-process-cancel (ob-chat-ai--job-request job))
       t)))
 
-(defun ob-chat-ai--start-job (envelope body params &optional again)
+(defun ob-chat-ai--start-job (envelope body params model &optional again)
   "Send ENVELOPE for the block with BODY and PARAMS; return a placeholder.
-Babel puts the placeholder in the results and then runs
-`org-babel-after-execute-hook'; that change is taken back at once,
-so the buffer is left as it was until the reply is complete.  AGAIN
-says that an earlier request of the block was cancelled for this one."
-  (let* ((placeholder (ob-chat-ai-reply-placeholder
-                       (alist-get 'model (alist-get 'body envelope))))
+The placeholder says that the reply of MODEL is awaited.  Babel puts
+it in the results and then runs `org-babel-after-execute-hook'; that
+change is taken back at once, so the buffer is left as it was until
+the reply is complete.  AGAIN says that an earlier request of the
+block was cancelled for this one."
+  (let* ((placeholder (ob-chat-ai-reply-placeholder model))
          (job (ob-chat-ai--job-create
                :block (copy-marker org-babel-current-src-block-location t)
                :body body

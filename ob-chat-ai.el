@@ -182,6 +182,7 @@ for the block is cancelled first."
                 (progn
                   (ob-chat-ai--check-request envelope)
                   (ob-chat-ai--start-job envelope body params
+                                         (ob-chat-ai--model envelope)
                                          (ob-chat-ai--drop-block-job)))
               (unless (seq-intersection '("silent" "none")
                                         (cdr (assq :result-params params)))

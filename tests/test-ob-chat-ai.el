@@ -1371,7 +1371,7 @@ not file://")
                    "chat-ai: :base-url api.example.test/v1 has no scheme; write it \
 as https://api.example.test/v1 (or http:// for a server without TLS)")
                   (":headers \"Bad Header: y\""
-                   "chat-ai: :headers must have valid names; 'Bad Header' is not \
+                   "chat-ai: :headers must have valid names; \"Bad Header\" is not \
 one (letters, digits and !#$%&'*+-.^_`|~ only, no spaces)")))
     (ob-chat-ai-test-with-org
         (format "#+begin_src chat-ai :model m %s\nhi\n#+end_src\n" (car case))
