@@ -194,23 +194,18 @@ own functions do not run this time."
     ;; Should Babel stop before it runs the hook, forget FUNCTION.
     (run-at-time 0 nil restore)))
 
-(defun ob-chat-ai--take-back-placeholder (job again)
-  "Undo Babel's insertion of JOB's placeholder once it is done.
-The change leaves no trace in the undo list, and nothing runs
-`org-babel-after-execute-hook' for it; the cache hash Babel gave
-the block is kept for the finished reply.  The echo area then says
-that the reply is awaited, and AGAIN that an earlier request was
-cancelled."
+(defun ob-chat-ai--take-back-result (before after)
+  "Undo the result Babel puts in for its current block, once it is in.
+BEFORE is called while that result is still in place, AFTER once it
+is gone.  The change leaves no trace in the undo list, and nothing
+runs `org-babel-after-execute-hook' for it."
   (let ((undo buffer-undo-list))
     (when (eq undo t)
       (setq buffer-undo-list nil))
     (let ((since buffer-undo-list))
       (ob-chat-ai--after-babel
        (lambda ()
-         (setf (ob-chat-ai--job-hash job)
-               (save-excursion
-                 (goto-char (ob-chat-ai--job-block job))
-                 (ob-chat-ai--result-hash)))
+         (funcall before)
          (let ((changes (delq nil (cl-loop for entry on buffer-undo-list
                                            until (eq entry since)
                                            collect (car entry)))))
@@ -218,10 +213,24 @@ cancelled."
                  (inhibit-read-only t))
              (primitive-undo 1 changes)))
          (setq buffer-undo-list (if (eq undo t) t since))
-         (ob-chat-ai--job-show job)
-         (message "%s%s" (ob-chat-ai--job-placeholder job)
-                  (if again " (the earlier request of this block is cancelled)" "")))
+         (funcall after))
        t))))
+
+(defun ob-chat-ai--take-back-placeholder (job again)
+  "Undo Babel's insertion of JOB's placeholder once it is done.
+The cache hash Babel gave the block is kept for the finished reply.
+The echo area then says that the reply is awaited, and AGAIN that an
+earlier request was cancelled."
+  (ob-chat-ai--take-back-result
+   (lambda ()
+     (setf (ob-chat-ai--job-hash job)
+           (save-excursion
+             (goto-char (ob-chat-ai--job-block job))
+             (ob-chat-ai--result-hash))))
+   (lambda ()
+     (ob-chat-ai--job-show job)
+     (message "%s%s" (ob-chat-ai--job-placeholder job)
+              (if again " (the earlier request of this block is cancelled)" "")))))
 
 (defun ob-chat-ai--result-hash ()
   "Return the cache hash on the results line of the block at point, or nil."

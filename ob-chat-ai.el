@@ -657,13 +657,49 @@ it is then run again when that reply is in."
     (when (and session
                (seq-some #'ob-chat-ai--block-busy-p
                          (ob-chat-ai-messages-session-blocks session here)))
-      (setq ob-chat-ai--waiting
-            (cons (copy-marker here t)
-                  (seq-remove (lambda (marker)
-                                (and (eq (marker-buffer marker) (current-buffer))
-                                     (= marker here)))
-                              ob-chat-ai--waiting)))
-      (ob-chat-ai--session-placeholder session))))
+      (let ((marker (copy-marker here t))
+            (placeholder (ob-chat-ai--session-placeholder session)))
+        (setq ob-chat-ai--waiting
+              (cons marker
+                    (seq-remove (lambda (other)
+                                  (when (and (eq (marker-buffer other) (current-buffer))
+                                             (= other here))
+                                    (ob-chat-ai--stop-waiting other)
+                                    t))
+                                ob-chat-ai--waiting)))
+        (ob-chat-ai--take-back-result
+         #'ignore
+         (lambda ()
+           (ob-chat-ai--show-waiting marker placeholder)
+           (message "%s" placeholder)))
+        placeholder))))
+
+(defun ob-chat-ai--show-waiting (marker placeholder)
+  "Show PLACEHOLDER under the block at MARKER, which waits for its session.
+It is an overlay's text, as a streaming reply's is: the buffer is left
+as it was, so that no placeholder is saved, read or undone."
+  (when (buffer-live-p (marker-buffer marker))
+    (with-current-buffer (marker-buffer marker)
+      (save-excursion
+        (save-restriction
+          (widen)
+          (goto-char marker)
+          (goto-char (org-element-property :end (org-element-at-point)))
+          (skip-chars-backward " \t\n")
+          (let ((overlay (make-overlay marker (line-end-position) nil t nil)))
+            (overlay-put overlay 'ob-chat-ai-waiting t)
+            (overlay-put overlay 'after-string
+                         (propertize (concat "\n: " placeholder) 'face 'shadow))))))))
+
+(defun ob-chat-ai--stop-waiting (marker)
+  "Stop showing that the block at MARKER waits, and forget MARKER."
+  (let ((buffer (marker-buffer marker)))
+    (when (buffer-live-p buffer)
+      (with-current-buffer buffer
+        (dolist (overlay (overlays-at marker))
+          (when (overlay-get overlay 'ob-chat-ai-waiting)
+            (delete-overlay overlay))))))
+  (set-marker marker nil))
 
 (defun ob-chat-ai--session-placeholder (session)
   "Return the placeholder of a block that waits for the earlier ones of SESSION."
@@ -688,31 +724,17 @@ A block that cannot run gets an error line saying why."
               (cond
                ((not session)
                 (setq ob-chat-ai--waiting (delq marker ob-chat-ai--waiting))
-                (set-marker marker nil))
+                (ob-chat-ai--stop-waiting marker))
                ((not (seq-some #'ob-chat-ai--block-busy-p
                                (ob-chat-ai-messages-session-blocks session marker)))
                 (setq ob-chat-ai--waiting (delq marker ob-chat-ai--waiting))
-                (set-marker marker nil)
-                (ob-chat-ai--run-waiting session))))))))))
+                (ob-chat-ai--stop-waiting marker)
+                (ob-chat-ai--run-waiting))))))))))
 
-(defun ob-chat-ai--run-waiting (session)
-  "Run the block at point, which waited for SESSION; show why if it cannot.
-Its placeholder goes first: with :cache yes the whole result, lest
-Babel take it for the answer, else its line alone, for :results
-append."
-  (let ((org-confirm-babel-evaluate nil)
-        (where (org-babel-where-is-src-block-result)))
-    (when where
-      (if (equal (cdr (assq :cache (nth 2 (org-babel-get-src-block-info 'no-eval))))
-                 "yes")
-          (org-babel-remove-result)
-        (save-excursion
-          (goto-char where)
-          (forward-line)
-          (when (search-forward (ob-chat-ai--session-placeholder session)
-                                (max (org-babel-result-end) (line-end-position)) t)
-            (delete-region (line-beginning-position)
-                           (min (point-max) (1+ (line-end-position))))))))
+(defun ob-chat-ai--run-waiting ()
+  "Run the block at point, which waited for its session; show why if it cannot.
+Its earlier result stayed in place while it waited."
+  (let ((org-confirm-babel-evaluate nil))
     (condition-case err
         (org-babel-execute-src-block)
       (error

@@ -2073,7 +2073,8 @@ three
                           (lambda (line)
                             (equal line ": chat-ai: waiting for the earlier blocks \
 of session trip..."))
-                          (split-string (buffer-string) "\n")))))
+                          (split-string (ob-chat-ai-test-shown) "\n")))))
+    (should-not (string-search "waiting" (buffer-string)))
     (let ((text (ob-chat-ai-test-idle))
           (requests (ob-chat-ai-test-received 3)))
       (should (= 3 (length requests)))
@@ -2119,10 +2120,11 @@ two
 : an earlier answer
 "
     (org-babel-execute-buffer)
-    (should (string-suffix-p "#+RESULTS:
-: an earlier answer
+    (should (string-suffix-p "#+RESULTS:\n: an earlier answer\n" (buffer-string)))
+    (should (string-search "two
+#+end_src
 : chat-ai: waiting for the earlier blocks of session s...
-" (buffer-string)))
+" (ob-chat-ai-test-shown)))
     (should (string-suffix-p "#+RESULTS:\n: an earlier answer\n: two\n"
                              (ob-chat-ai-test-idle)))))
 
@@ -2156,7 +2158,8 @@ waits, then cannot go on
 "
     (org-babel-execute-buffer)
     (should (string-search ": chat-ai: waiting for the earlier blocks of session s..."
-                           (buffer-string)))
+                           (ob-chat-ai-test-shown)))
+    (should-not (string-search "waiting" (buffer-string)))
     (should (string-suffix-p "#+RESULTS:
 : chat-ai error: The block at line 1, earlier in session s, has no whole reply \
 \(chat-ai error: HTTP 500 scenario_error: Scenario error 500; you sent no key. \
@@ -2334,6 +2337,40 @@ abcdefghijkl
 * B
 notes
 "))))
+
+(ert-deftest ob-chat-ai-test-blocks-waiting-for-their-session-leave-the-file-alone ()
+  (let* ((text "#+begin_src chat-ai :session s :model slow
+one
+#+end_src
+
+#+begin_src chat-ai :session s :model slow
+two
+#+end_src
+
+#+RESULTS:
+: old two
+")
+         (file (make-temp-file "chat-ai" nil ".org" text)))
+    (ob-chat-ai-test-async ""
+      (with-current-buffer (find-file-noselect file)
+        (unwind-protect
+            (progn
+              (org-babel-execute-buffer)
+              (should (string-search ": chat-ai: waiting for the earlier blocks \
+of session s..." (ob-chat-ai-test-shown)))
+              (set-buffer-modified-p t)
+              (save-buffer)
+              (should (equal (with-temp-buffer
+                               (insert-file-contents file)
+                               (buffer-string))
+                             text))
+              (should (string-suffix-p "#+RESULTS:\n: two\n" (ob-chat-ai-test-idle)))
+              (undo-boundary)
+              (undo)
+              (should (string-suffix-p "#+RESULTS:\n: old two\n" (buffer-string))))
+          (set-buffer-modified-p nil)
+          (kill-buffer)
+          (delete-file file))))))
 
 (provide 'test-ob-chat-ai)
 
