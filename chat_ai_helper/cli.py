@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(-o n=2 -o stop='[\"###\"]')",
     )
     parser.add_argument(
+        "--reasoning",
+        action="store_true",
+        help="show a reasoning model's thinking on stderr (hidden by default)",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="read a whole request object on stdin, as Emacs sends it",
@@ -169,25 +174,40 @@ def _header(text: str) -> tuple[str, str]:
 
 
 def _print_reply(
-    envelope: dict[str, Any], trusted: bool, out: IO[str], err: IO[str]
+    envelope: dict[str, Any],
+    trusted: bool,
+    out: IO[str],
+    err: IO[str],
+    reasoning: bool = False,
 ) -> None:
-    from chat_ai_helper.client import Client, Delta, Retry, retry_line
+    """Stream the reply to ENVELOPE to OUT; the thinking to ERR when REASONING."""
+    from chat_ai_helper.client import Client, Delta, Reasoning, Retry, retry_line
     from chat_ai_helper.request import parse_request
 
     request = parse_request(envelope, trusted=trusted)
     client = Client()
     others: dict[int, str] = {}
     ended_with_newline = True
+    thought = ""
     try:
         for event in client.complete(request):
             if isinstance(event, Delta):
                 if event.choice == 0:
+                    if thought and not thought.endswith("\n"):
+                        err.write("\n")
+                        err.flush()
+                    thought = ""
                     if event.text:
                         out.write(event.text)
                         out.flush()
                         ended_with_newline = event.text.endswith("\n")
                 else:
                     others[event.choice] = others.get(event.choice, "") + event.text
+            elif isinstance(event, Reasoning):
+                if reasoning and event.choice == 0:
+                    err.write(event.text)
+                    err.flush()
+                    thought = event.text
             elif isinstance(event, Retry):
                 err.write(f"chat-ai: {retry_line(event)}\n")
                 err.flush()
@@ -270,5 +290,5 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         request = parse_request(envelope, require_key=False, trusted=trusted)
         out.write(json.dumps(request.preview(), ensure_ascii=False, indent=2) + "\n")
         return 0
-    _print_reply(envelope, trusted, out, err)
+    _print_reply(envelope, trusted, out, err, reasoning=args.reasoning)
     return 0

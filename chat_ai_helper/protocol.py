@@ -2,7 +2,7 @@
 
 Each line read is one request object (see ``docs/protocol.org``), or a
 cancel, providers or hello message; each line written is one event
-carrying a request's ``id``: ``retry`` and ``delta`` events, then exactly
+carrying a request's ``id``: ``retry``, ``reasoning`` and ``delta`` events, then exactly
 one ``done`` or ``error`` event (a ``preview`` for a dry run, a
 ``providers`` event for a providers message).  Requests run concurrently,
 one thread each.  A hello is answered at once with the helper's version
@@ -21,7 +21,15 @@ from collections.abc import Iterable
 from typing import IO, Any
 
 from chat_ai_helper import __version__
-from chat_ai_helper.client import Cancel, Client, Delta, Done, Retry, retry_line
+from chat_ai_helper.client import (
+    Cancel,
+    Client,
+    Delta,
+    Done,
+    Reasoning,
+    Retry,
+    retry_line,
+)
 from chat_ai_helper.errors import Cancelled, ChatAIError, ConfigError, InternalError
 from chat_ai_helper.providers import listing, providers_file
 from chat_ai_helper.request import parse_request
@@ -66,15 +74,17 @@ class EventWriter:
     def __init__(self, output: IO[bytes], interval: float = 0.01) -> None:
         self.output = output
         self.interval = interval
-        self.pending: dict[tuple[Any, int], list[str]] = {}
+        self.pending: dict[tuple[Any, int, bool], list[str]] = {}
         self.lock = threading.Lock()
         self.last_write = 0.0
         self.timer: threading.Timer | None = None
 
-    def delta(self, request_id: Any, choice: int, text: str) -> None:
-        """Note TEXT for CHOICE of request REQUEST_ID."""
+    def delta(
+        self, request_id: Any, choice: int, text: str, thinking: bool = False
+    ) -> None:
+        """Note TEXT for CHOICE of request REQUEST_ID: reply text, or THINKING."""
         with self.lock:
-            self.pending.setdefault((request_id, choice), []).append(text)
+            self.pending.setdefault((request_id, choice, thinking), []).append(text)
 
     def event(self, event: dict[str, Any]) -> None:
         """Write EVENT at once, after the deltas before it."""
@@ -112,8 +122,12 @@ class EventWriter:
 
     def _write_deltas(self) -> None:
         pending, self.pending = self.pending, {}
-        for (request_id, choice), texts in pending.items():
-            event = {"id": request_id, "type": "delta", "choice": choice}
+        for (request_id, choice, thinking), texts in pending.items():
+            event = (
+                {"id": request_id, "type": "reasoning", "choice": choice}
+                if thinking
+                else {"id": request_id, "type": "delta", "choice": choice}
+            )
             self.output.write(encode_event({**event, "text": "".join(texts)}))
 
     def _push(self) -> None:
@@ -164,6 +178,8 @@ def _answer(
     for event in events:
         if isinstance(event, Delta):
             writer.delta(request_id, event.choice, event.text)
+        elif isinstance(event, Reasoning):
+            writer.delta(request_id, event.choice, event.text, thinking=True)
         elif isinstance(event, Retry):
             writer.event(
                 {
