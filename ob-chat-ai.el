@@ -109,6 +109,7 @@ JSON object) or `json-or-string'.")
     (:dry-run . ,(mapcar #'car ob-chat-ai--boolean-words))
     (:format . (markdown org))
     (:usage . ,(mapcar #'car ob-chat-ai--boolean-words))
+    (:reasoning . ,(mapcar #'car ob-chat-ai--boolean-words))
     (:async . ,(mapcar #'car ob-chat-ai--boolean-words)))
   "Header args that shape the request without being a field of their own.
 Each is (HEADER-ARG . VALUES): VALUES is `:any' or the symbols it takes.")
@@ -199,9 +200,17 @@ after Babel's own message; with :cache yes, only a whole reply keeps
 the hash Babel gives the result.  A reply with a very long line goes
 in an example block."
   (let* ((pieces nil)
+         (thoughts nil)
+         (thought 0)
          (request (ob-chat-ai-process-send
                    envelope
                    :on-delta (lambda (event) (push event pieces))
+                   :on-reasoning
+                   (lambda (event)
+                     (push event thoughts)
+                     (cl-incf thought (length (alist-get 'text event)))
+                     (unless (or noninteractive pieces)
+                       (message "%s" (ob-chat-ai-reply-thinking thought))))
                    :on-retry #'ob-chat-ai--report-retry)))
     (unless noninteractive
       (message "%s" (ob-chat-ai-reply-placeholder (ob-chat-ai--model envelope))))
@@ -226,9 +235,17 @@ in an example block."
                (when echo
                  (message "%s" echo))))))
         (let ((text (ob-chat-ai--reply-text texts final params
-                                            (ob-chat-ai--heading-level))))
+                                            (ob-chat-ai--heading-level)
+                                            (ob-chat-ai--choice-thinking thoughts))))
           (when (ob-chat-ai-reply-long-line-p text)
             (ob-chat-ai--example-block-once))
+          (when (and thoughts (ob-chat-ai-reply-shows-reasoning-p params)
+                     (ob-chat-ai--at-src-block-p))
+            (let ((block (copy-marker org-babel-current-src-block-location)))
+              (ob-chat-ai--after-babel
+               (lambda ()
+                 (ob-chat-ai--fold-reasoning block)
+                 (set-marker block nil)))))
           text)))))
 
 (defun ob-chat-ai--example-block-once ()
@@ -310,11 +327,27 @@ which key it carries (see `ob-chat-ai--api-key')."
       ,@(and api-version `((api_version . ,(format "%s" api-version))))
       ,@(and timeout `((timeout . ,timeout)))
       ,@(and retries `((max_retries . ,retries)))
+      ,@(and buffer-file-name `((org_file . ,(expand-file-name buffer-file-name))))
+      ,@(let ((block (ob-chat-ai--block-label)))
+          (and block `((block . ,block))))
       (body . ,(ob-chat-ai--body
                 body
                 (if (or (ob-chat-ai--param params :model) (null ob-chat-ai-model))
                     params
                   (cons (cons :model ob-chat-ai-model) params)))))))
+
+(defun ob-chat-ai--block-label ()
+  "Return the name of the block being run, else \"line N\" of it, or nil.
+The usage log keeps it with the request."
+  (let* ((location org-babel-current-src-block-location)
+         (start (if (markerp location)
+                    (and (eq (marker-buffer location) (current-buffer)) location)
+                  (and (integerp location) location))))
+    (when start
+      (org-with-wide-buffer
+       (goto-char start)
+       (or (org-element-property :name (org-element-at-point))
+           (format "line %d" (line-number-at-pos)))))))
 
 (defun ob-chat-ai--headers (value)
   "Return the HTTP headers that :headers VALUE gives, as an alist, or nil.

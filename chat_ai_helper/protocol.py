@@ -33,6 +33,7 @@ from chat_ai_helper.client import (
 from chat_ai_helper.errors import Cancelled, ChatAIError, ConfigError, InternalError
 from chat_ai_helper.providers import listing, providers_file
 from chat_ai_helper.request import parse_request
+from chat_ai_helper.usage import Meter, UsageLog, meter_for
 
 PROTOCOL_VERSION = 1
 """The version of this protocol; it grows when Emacs must know of a change."""
@@ -138,33 +139,48 @@ class EventWriter:
             self.timer = None
 
 
-def answer(envelope: Any, client: Client, writer: EventWriter, cancel: Cancel) -> None:
+def answer(
+    envelope: Any,
+    client: Client,
+    writer: EventWriter,
+    cancel: Cancel,
+    log: UsageLog | None = None,
+) -> None:
     """Run the request ENVELOPE, writing its events with WRITER.
 
     The request ends with exactly one final event (``done``, ``error``
     or, for a dry run, ``preview``), whatever happens: any failure,
     expected or not, becomes its ``error`` event.  A cancelled request
     ends without another event: its caller has already finished it.
+    Each request sent is recorded in LOG, after its final event.
     """
     request_id = envelope.get("id") if isinstance(envelope, dict) else None
+    meters: list[Meter] = []
+    log = log or UsageLog()
     try:
-        _answer(request_id, envelope, client, writer, cancel)
+        _answer(request_id, envelope, client, writer, cancel, meters, log)
     except Cancelled:
         writer.forget(request_id)
-    except ChatAIError as error:
-        writer.event({"id": request_id, "type": "error", **error.to_event()})
-    except Exception as error:
-        writer.event(
-            {
-                "id": request_id,
-                "type": "error",
-                **InternalError.wrapping(error).to_event(),
-            }
+        log.end(meters[0] if meters else None, "cancelled")
+    except Exception as failure:
+        error = (
+            failure
+            if isinstance(failure, ChatAIError)
+            else InternalError.wrapping(failure)
         )
+        event = error.to_event()
+        writer.event({"id": request_id, "type": "error", **event})
+        log.end(meters[0] if meters else None, "error", str(event.get("kind")))
 
 
 def _answer(
-    request_id: Any, envelope: Any, client: Client, writer: EventWriter, cancel: Cancel
+    request_id: Any,
+    envelope: Any,
+    client: Client,
+    writer: EventWriter,
+    cancel: Cancel,
+    meters: list[Meter],
+    log: UsageLog,
 ) -> None:
     if isinstance(envelope, dict) and envelope.get("dry_run"):
         preview = parse_request(envelope, require_key=False).preview()
@@ -174,11 +190,15 @@ def _answer(
         )
         return
     request = parse_request(envelope)
+    meter = meter_for("emacs", request, envelope)
+    meters.append(meter)
     events = client.complete(request, before_wait=writer.flush, cancel=cancel)
     for event in events:
         if isinstance(event, Delta):
+            meter.text(event.text)
             writer.delta(request_id, event.choice, event.text)
         elif isinstance(event, Reasoning):
+            meter.text("")
             writer.delta(request_id, event.choice, event.text, thinking=True)
         elif isinstance(event, Retry):
             writer.event(
@@ -192,6 +212,7 @@ def _answer(
                 }
             )
         elif isinstance(event, Done):
+            row = log.row(meter, "done", usage=event.usage, model=event.model)
             writer.event(
                 {
                     "id": request_id,
@@ -199,8 +220,11 @@ def _answer(
                     "finish_reasons": event.finish_reasons,
                     "usage": event.usage,
                     "model": event.model,
+                    "cost": None if row is None else row["cost"],
                 }
             )
+            if row is not None:
+                log.record(row)
             return
     raise InternalError("the reply ended without a final event; please report this")
 
@@ -229,6 +253,7 @@ def serve(lines: Iterable[bytes], output: IO[bytes]) -> None:
     """
     client = Client()
     writer = EventWriter(output)
+    log = UsageLog()
     running: dict[Any, tuple[threading.Thread, Cancel]] = {}
     try:
         for line in lines:
@@ -259,7 +284,7 @@ def serve(lines: Iterable[bytes], output: IO[bytes]) -> None:
                 del running[finished]
             cancel = Cancel()
             thread = threading.Thread(
-                target=answer, args=(message, client, writer, cancel), daemon=True
+                target=answer, args=(message, client, writer, cancel, log), daemon=True
             )
             running[request_id if request_id is not None else id(thread)] = (
                 thread,

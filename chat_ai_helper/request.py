@@ -214,6 +214,10 @@ def check_body(body: Any) -> dict[str, Any]:
     return checked
 
 
+USAGE_IN_STREAMS = ("openai", "azure")
+"""The APIs whose streams carry the token usage when asked with stream_options."""
+
+
 @dataclass
 class ChatRequest:
     """One chat completion to make: the body and where and how to send it."""
@@ -228,6 +232,7 @@ class ChatRequest:
     api_version: str | None = None
     deployment: str | None = None
     provider: str = "openai"
+    provider_name: str = "openai"
     max_retries: int = DEFAULT_MAX_RETRIES
     missing_key: str | None = None
 
@@ -320,6 +325,13 @@ def parse_request(
     if isinstance(given_body, dict) and "model" not in given_body:
         given_body = {"model": route.model, **given_body}
     body = check_body(given_body)
+    if (
+        body.get("stream") is True
+        and "stream_options" not in body
+        and route.provider.api in USAGE_IN_STREAMS
+    ):
+        # For the usage log: the token count comes only when asked for.
+        body = {**body, "stream_options": {"include_usage": True}}
     api_version = route.api_version
     deployment = None
     if route.deployments:
@@ -364,5 +376,6 @@ def parse_request(
         api_version=api_version,
         deployment=deployment,
         provider=route.provider.api,
+        provider_name=route.provider.name,
         missing_key=route.missing_key,
     )

@@ -217,6 +217,7 @@ class Handler(BaseHTTPRequestHandler):
         if model in ("reasoning_content", "reasoning"):
             for piece in split_reply(model, thinking):
                 self.send_event({"model": model, "choices": [chunk(0, {model: piece})]})
+                time.sleep(delay)
         for i, piece in pieces:
             self.send_event({"model": model, "choices": [chunk(i, {"content": piece})]})
             if model == "slow":
