@@ -142,7 +142,7 @@ CALLBACKS are keyword arguments: :on-delta is called with each
 reasoning model's thinking), :on-retry with each `retry' event (the
 helper tries again after a failure), :on-finish with the final event: `done' or
 `error', `preview' for a dry run, `providers' for a providers
-request.
+request, `usage' for a usage request.
 Events are alists with symbol keys, as `json-parse-string' makes them.
 The request goes to the persistent helper, started when needed, or
 to a helper of its own when `ob-chat-ai-persistent-helper' is nil."
@@ -433,7 +433,7 @@ delta or retry callback that fails."
             (if (stringp type)
                 (format "the helper's %s event cannot be read: %s" type problem)
               (format "the helper sent an event that cannot be read: %s" problem)))))
-         ((member type '("done" "error" "preview" "providers"))
+         ((member type '("done" "error" "preview" "providers" "usage"))
           (ob-chat-ai--finish request event))
          (callback
           (let ((failure (ob-chat-ai--call callback event)))

@@ -710,6 +710,79 @@ append."
 
 (add-to-list 'org-src-lang-modes '("chat-ai" . text))
 
+;;;; Usage
+
+;;;###autoload
+(defun ob-chat-ai-usage ()
+  "Show what the chat-ai blocks of this Org file cost, per block and in total.
+The helper reads its usage log (see README.org) and this shows its
+totals as an Org table, in the buffer *chat-ai usage*."
+  (interactive)
+  (unless buffer-file-name
+    (user-error "This buffer visits no file; the usage log knows blocks by their file"))
+  (let* ((file (expand-file-name buffer-file-name))
+         (final (ob-chat-ai-process-wait
+                 (ob-chat-ai-process-send
+                  `((type . "usage") (file . ,file) (timeout . 5)))))
+         (buffer (get-buffer-create "*chat-ai usage*")))
+    (unless (equal (alist-get 'type final) "usage")
+      (ob-chat-ai--user-error "%s" (or (alist-get 'message final)
+                                       "the helper could not read the usage log")))
+    (with-current-buffer buffer
+      (let ((inhibit-read-only t))
+        (erase-buffer)
+        (org-mode)
+        (insert (ob-chat-ai--usage-table file (alist-get 'totals final)))
+        (goto-char (point-min))
+        (when (search-forward "|" nil t)
+          (org-table-align))
+        (goto-char (point-min))))
+    (display-buffer buffer)
+    buffer))
+
+(defun ob-chat-ai--usage-money (cost unpriced)
+  "Return COST in USD for the usage table, noting UNPRICED requests."
+  (cond
+   ((not (numberp cost)) "price unknown")
+   ((and (numberp unpriced) (> unpriced 0))
+    (format "$%.4f (+%d unpriced)" cost unpriced))
+   (t (format "$%.4f" cost))))
+
+(defun ob-chat-ai--usage-table (file rows)
+  "Return the usage ROWS of FILE as a heading and an Org table with a total line."
+  (if (null rows)
+      (format "* chat-ai usage of %s\n\nNo requests from this file are in the log.\n"
+              (abbreviate-file-name file))
+    (let ((sums (make-vector 5 0))
+          (cost nil)
+          (unpriced 0)
+          (fields '(requests prompt_tokens completion_tokens reasoning_tokens
+                             total_tokens)))
+      (concat
+       (format "* chat-ai usage of %s\n\n" (abbreviate-file-name file))
+       "| block | model | requests | prompt | completion | reasoning | total | cost |\n|-\n"
+       (mapconcat
+        (lambda (row)
+          (let ((index 0))
+            (dolist (field fields)
+              (cl-incf (aref sums index) (or (alist-get field row) 0))
+              (cl-incf index)))
+          (when (numberp (alist-get 'cost row))
+            (setq cost (+ (or cost 0) (alist-get 'cost row))))
+          (cl-incf unpriced (or (alist-get 'unpriced row) 0))
+          (format "| %s | %s | %s | %s |\n"
+                  (or (alist-get 'block row) "-")
+                  (or (alist-get 'model row) "?")
+                  (mapconcat (lambda (field) (format "%s" (or (alist-get field row) 0)))
+                             fields " | ")
+                  (ob-chat-ai--usage-money (alist-get 'cost row)
+                                           (alist-get 'unpriced row))))
+        rows "")
+       "|-\n"
+       (format "| total | | %s | %s |\n"
+               (mapconcat #'number-to-string sums " | ")
+               (ob-chat-ai--usage-money cost unpriced))))))
+
 (provide 'ob-chat-ai)
 
 ;;; ob-chat-ai.el ends here

@@ -4,7 +4,8 @@ Each line read is one request object (see ``docs/protocol.org``), or a
 cancel, providers or hello message; each line written is one event
 carrying a request's ``id``: ``retry``, ``reasoning`` and ``delta`` events, then exactly
 one ``done`` or ``error`` event (a ``preview`` for a dry run, a
-``providers`` event for a providers message).  Requests run concurrently,
+``providers`` event for a providers message, a ``usage`` event for a
+usage message).  Requests run concurrently,
 one thread each.  A hello is answered at once with the helper's version
 and protocol version, so that Emacs can refuse a helper older than it
 needs.
@@ -33,7 +34,7 @@ from chat_ai_helper.client import (
 from chat_ai_helper.errors import Cancelled, ChatAIError, ConfigError, InternalError
 from chat_ai_helper.providers import listing, providers_file
 from chat_ai_helper.request import parse_request
-from chat_ai_helper.usage import Meter, UsageLog, meter_for
+from chat_ai_helper.usage import Meter, UsageLog, log_file, meter_for, totals
 
 PROTOCOL_VERSION = 1
 """The version of this protocol; it grows when Emacs must know of a change."""
@@ -244,6 +245,31 @@ def providers_event(message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def usage_event(message: dict[str, Any]) -> dict[str, Any]:
+    """Return the answer to MESSAGE, a usage request: the log's totals by block."""
+    import sqlite3
+
+    request_id = message.get("id")
+    since, org_file = message.get("since"), message.get("file")
+    try:
+        rows = totals(
+            os.environ,
+            since if isinstance(since, str) else None,
+            org_file if isinstance(org_file, str) else None,
+        )
+    except sqlite3.Error as error:
+        problem = ConfigError(
+            f"the usage log {log_file(os.environ)} cannot be read: {error}"
+        )
+        return {"id": request_id, "type": "error", **problem.to_event()}
+    return {
+        "id": request_id,
+        "type": "usage",
+        "totals": rows,
+        "log": str(log_file(os.environ)),
+    }
+
+
 def serve(lines: Iterable[bytes], output: IO[bytes]) -> None:
     """Answer the request lines in LINES, each in its own thread, until they end.
 
@@ -267,6 +293,10 @@ def serve(lines: Iterable[bytes], output: IO[bytes]) -> None:
                 continue
             if isinstance(message, dict) and message.get("type") == "providers":
                 writer.event(providers_event(message))
+                continue
+            if isinstance(message, dict) and message.get("type") == "usage":
+                log.settle()
+                writer.event(usage_event(message))
                 continue
             if isinstance(message, dict) and message.get("type") == "hello":
                 writer.event(hello_event(message.get("id")))

@@ -300,6 +300,8 @@ class UsageLog:
         self.environ = os.environ if environ is None else environ
         self.lock = threading.Lock()
         self.warned = False
+        self.unwritten = 0
+        self.written = threading.Condition()
 
     @property
     def keeps_text(self) -> bool:
@@ -340,15 +342,35 @@ class UsageLog:
         if meter is None:
             return None
         try:
-            return meter.row(
+            row = meter.row(
                 outcome, error_kind, usage, model, self.prices(), self.keeps_text
             )
         except Exception as error:  # the log never fails a request
             self._warn(f"the usage log could not be written: {error}")
             return None
+        with self.written:
+            self.unwritten += 1
+        return row
+
+    def settle(self, timeout: float = 2.0) -> None:
+        """Wait until the rows made by `row` are written, at most TIMEOUT seconds.
+
+        A request's row is written just after its final event, so a
+        caller who asks for the totals after an answer finds it in them.
+        """
+        with self.written:
+            self.written.wait_for(lambda: self.unwritten <= 0, timeout)
 
     def record(self, row: Mapping[str, Any]) -> None:
         """Add ROW to the log; a failure is a warning, once per process."""
+        try:
+            self._insert(row)
+        finally:
+            with self.written:
+                self.unwritten -= 1
+                self.written.notify_all()
+
+    def _insert(self, row: Mapping[str, Any]) -> None:
         with self.lock:
             try:
                 path = log_file(self.environ)

@@ -2401,6 +2401,42 @@ abcd
                            '(("costly" 1 12.0))))))
       (delete-file prices))))
 
+(ert-deftest ob-chat-ai-test-usage-command-totals-the-file-by-block ()
+  (let* ((prices (expand-file-name "chat-ai/prices.json" (getenv "XDG_CONFIG_HOME")))
+         (file (expand-file-name "totals.org" (make-temp-file "chat-ai-org" t))))
+    (make-directory (file-name-directory prices) t)
+    (with-temp-file prices
+      (insert "{\"priced-m\": {\"input\": 1000000, \"output\": 1000000}}"))
+    (unwind-protect
+        (ob-chat-ai-test-with-org "#+name: first
+#+begin_src chat-ai :model priced-m
+abcd
+#+end_src
+
+#+name: second
+#+begin_src chat-ai :model unpriced-m
+ab
+#+end_src
+"
+          (setq buffer-file-name file)
+          (ob-chat-ai-test-execute "^#\\+begin_src chat-ai :model priced-m")
+          (ob-chat-ai-test-execute "^#\\+begin_src chat-ai :model priced-m")
+          (ob-chat-ai-test-execute "^#\\+begin_src chat-ai :model unpriced-m")
+          (set-buffer-modified-p nil)
+          (let ((table (with-current-buffer (ob-chat-ai-usage)
+                         (buffer-string))))
+            (setq buffer-file-name nil)
+            (should (string-match-p
+                     "^| first +| priced-m +| +2 | +8 | +8 | +0 | +16 | \\$16\\.0000 +|$"
+                     table))
+            (should (string-match-p
+                     "^| second +| unpriced-m +| +1 | +2 | +2 | +0 | +4 | price unknown +|$"
+                     table))
+            (should (string-match-p
+                     "^| total +| +| +3 | +10 | +10 | +0 | +20 | \\$16\\.0000 (\\+1 unpriced) +|$"
+                     table))))
+      (delete-file prices))))
+
 (provide 'test-ob-chat-ai)
 
 ;;; test-ob-chat-ai.el ends here

@@ -77,6 +77,7 @@ def test_every_field_of_every_event_is_documented(server: LoopbackServer) -> Non
         ask("preview", "m", dry_run=True),
         {"type": "providers", "id": "providers"},
         {"type": "hello", "id": "hello"},
+        {"type": "usage", "id": "usage"},
     ]
     result = subprocess.run(
         [sys.executable, "-m", "chat_ai_helper", "--serve"],
