@@ -67,6 +67,8 @@ whose text is needed at once always wait: during export, for
   (placeholder nil :documentation "The line the preview shows until text comes.")
   (deltas nil :documentation "The delta events so far, the last one first.")
   (chars 0 :documentation "How many characters have come.")
+  (thoughts nil :documentation "The reasoning events so far, the last one first.")
+  (thought 0 :documentation "How many characters of thinking have come.")
   (started nil :documentation "When the request started, as a float time.")
   (overlay nil :documentation "The overlay that shows the reply as it streams.")
   (converter nil :documentation "The Markdown to Org converter, for :format org.")
@@ -155,6 +157,7 @@ block was cancelled for this one."
           (ob-chat-ai-process-send
            envelope
            :on-delta (lambda (event) (ob-chat-ai--job-delta job event))
+           :on-reasoning (lambda (event) (ob-chat-ai--job-reasoning job event))
            :on-retry #'ob-chat-ai--report-retry
            :on-finish (lambda (event) (ob-chat-ai--job-finish job event))))
     (push job ob-chat-ai--jobs)
@@ -274,6 +277,13 @@ earlier request was cancelled."
       (when (> (- (float-time) (ob-chat-ai--job-shown-at job)) 0.1)
         (ob-chat-ai--job-show job)))))
 
+(defun ob-chat-ai--job-reasoning (job event)
+  "Add reasoning EVENT to JOB, and count it in the preview until the reply comes."
+  (push event (ob-chat-ai--job-thoughts job))
+  (cl-incf (ob-chat-ai--job-thought job) (length (alist-get 'text event)))
+  (when (> (- (float-time) (ob-chat-ai--job-shown-at job)) 0.1)
+    (ob-chat-ai--job-show job)))
+
 (defun ob-chat-ai--job-show (job)
   "Show the text of JOB so far under its block, without changing the buffer.
 The text is an overlay's: it is not saved, read or undone.  Long
@@ -317,7 +327,9 @@ replies show their end, and long lines are broken."
                    text))
            (cut (> (ob-chat-ai--job-chars job) (length tail)))
            (lines (if (string-empty-p tail)
-                      (list (ob-chat-ai--job-placeholder job))
+                      (list (if (> (ob-chat-ai--job-thought job) 0)
+                                (ob-chat-ai-reply-thinking (ob-chat-ai--job-thought job))
+                              (ob-chat-ai--job-placeholder job)))
                     (mapcan #'ob-chat-ai--preview-line (split-string tail "\n")))))
       (concat "\n"
               (propertize
@@ -380,8 +392,12 @@ that was dropped has nothing to put, and ends at once."
          (ob-chat-ai--reply-text
           texts event params
           (let ((converter (ob-chat-ai--job-converter job)))
-            (and converter (ob-chat-ai-convert-level converter))))
-         (ob-chat-ai-reply-complete-p texts event))))
+            (and converter (ob-chat-ai-convert-level converter)))
+          (ob-chat-ai--choice-thinking (ob-chat-ai--job-thoughts job)))
+         (ob-chat-ai-reply-complete-p texts event))
+        (when (and (ob-chat-ai--job-thoughts job)
+                   (ob-chat-ai-reply-shows-reasoning-p params))
+          (ob-chat-ai--fold-reasoning (ob-chat-ai--job-block job)))))
       (message "%s" (or echo
                         (format "chat-ai: answered in %.1fs"
                                 (- (float-time) (ob-chat-ai--job-started job)))))))
@@ -419,6 +435,25 @@ long line goes in an example block, never in fixed-width lines."
             (undo-amalgamate-change-group change)
             (accept-change-group change)
             (undo-boundary)))))))
+
+(defun ob-chat-ai--fold-reasoning (block)
+  "Fold the reasoning block at the start of the result of the block at BLOCK.
+A result that Org does not read as Org (fixed-width lines, an example
+block) holds the thinking as text, and stays as it is."
+  (with-current-buffer (marker-buffer block)
+    (save-excursion
+      (goto-char block)
+      (let ((result (org-babel-where-is-src-block-result)))
+        (when result
+          (goto-char result)
+          (forward-line)
+          (when (looking-at "[ \t]*:results:[ \t]*$")
+            (forward-line))
+          (when (looking-at "[ \t]*#\\+begin_reasoning")
+            (funcall (if (fboundp 'org-fold-hide-block-toggle)
+                         'org-fold-hide-block-toggle
+                       'org-hide-block-toggle)
+                     t t)))))))
 
 (defun ob-chat-ai--job-forget (job)
   "Release the marker and the overlay of JOB."

@@ -202,8 +202,9 @@ when its reply is in" where))
              (let ((begin (org-element-property :contents-begin element)))
                (if begin
                    (org-unescape-code-in-string
-                    (buffer-substring-no-properties
-                     begin (org-element-property :contents-end element)))
+                    (ob-chat-ai--without-reasoning
+                     (buffer-substring-no-properties
+                      begin (org-element-property :contents-end element))))
                  "")))
             (_ (let ((value (org-babel-read-result)))
                  (and (stringp value) value)))))))))

@@ -99,6 +99,7 @@ Emacs exits."
   (process nil :documentation "The helper process serving this request.")
   (on-delta nil :documentation "The function to call with each delta event.")
   (on-retry nil :documentation "The function to call with each retry event.")
+  (on-reasoning nil :documentation "The function to call with each reasoning event.")
   (on-finish nil :documentation "The function to call with the done or error event.")
   (final nil :documentation "The done or error event, once it has come.")
   (heard nil :documentation "The time the helper last said something about it.")
@@ -137,10 +138,11 @@ the request.")
 (defun ob-chat-ai-process-send (envelope &rest callbacks)
   "Send ENVELOPE, a request alist, to the helper and return its request.
 CALLBACKS are keyword arguments: :on-delta is called with each
-`delta' event, :on-retry with each `retry' event (the helper tries
-again after a failure), :on-finish with the final event: `done' or
+`delta' event, :on-reasoning with each `reasoning' event (a
+reasoning model's thinking), :on-retry with each `retry' event (the
+helper tries again after a failure), :on-finish with the final event: `done' or
 `error', `preview' for a dry run, `providers' for a providers
-request.
+request, `usage' for a usage request.
 Events are alists with symbol keys, as `json-parse-string' makes them.
 The request goes to the persistent helper, started when needed, or
 to a helper of its own when `ob-chat-ai-persistent-helper' is nil."
@@ -149,6 +151,7 @@ to a helper of its own when `ob-chat-ai-persistent-helper' is nil."
                    :id id
                    :on-delta (plist-get callbacks :on-delta)
                    :on-retry (plist-get callbacks :on-retry)
+                   :on-reasoning (plist-get callbacks :on-reasoning)
                    :on-finish (plist-get callbacks :on-finish)
                    :heard (float-time)
                    :patience (+ (let ((timeout (alist-get 'timeout envelope)))
@@ -420,6 +423,7 @@ delta or retry callback that fails."
              (type (alist-get 'type event))
              (callback (pcase type
                          ("delta" (ob-chat-ai-request-on-delta request))
+                         ("reasoning" (ob-chat-ai-request-on-reasoning request))
                          ("retry" (ob-chat-ai-request-on-retry request)))))
         (cond
          (problem
@@ -429,7 +433,7 @@ delta or retry callback that fails."
             (if (stringp type)
                 (format "the helper's %s event cannot be read: %s" type problem)
               (format "the helper sent an event that cannot be read: %s" problem)))))
-         ((member type '("done" "error" "preview" "providers"))
+         ((member type '("done" "error" "preview" "providers" "usage"))
           (ob-chat-ai--finish request event))
          (callback
           (let ((failure (ob-chat-ai--call callback event)))
@@ -452,7 +456,7 @@ delta or retry callback that fails."
                             (truncate-string-to-width (format "%S" value) 40)
                             what)))))
       (pcase type
-        ("delta"
+        ((or "delta" "reasoning")
          (or (check 'text #'stringp "a string")
              (check 'choice (lambda (choice)
                               (and (natnump choice) (< choice ob-chat-ai--max-choices)))
@@ -467,7 +471,8 @@ delta or retry callback that fails."
                     "a list of reasons")
              (check 'usage #'listp "an object")
              (check 'model (lambda (model) (or (null model) (stringp model)))
-                    "a string")))
+                    "a string")
+             (check 'cost (lambda (cost) (or (null cost) (numberp cost))) "a number")))
         ((or "error" "retry")
          (or (check 'message #'stringp "a string")
              (check 'kind (lambda (kind) (or (null kind) (stringp kind))) "a string")))

@@ -60,6 +60,19 @@
   "Return the placeholder of a block that waits for MODEL's reply."
   (format "chat-ai: waiting for %s..." (or model "the model")))
 
+(defun ob-chat-ai-reply-thinking (chars)
+  "Return the line of a block whose model has thought CHARS characters so far."
+  (format "chat-ai: thinking… %s chars" (ob-chat-ai--thousands chars)))
+
+(defun ob-chat-ai--thousands (number)
+  "Return NUMBER, a whole number, with commas between its groups of three digits."
+  (let* ((digits (number-to-string number))
+         (cut (- (length digits) 3)))
+    (while (> cut 0)
+      (setq digits (concat (substring digits 0 cut) "," (substring digits cut))
+            cut (- cut 3)))
+    digits))
+
 (defun ob-chat-ai-reply-note (format &rest args)
   "Return a note of chat-ai's own: FORMAT with ARGS, in square brackets."
   (concat "[chat-ai: " (apply #'format format args) "]"))
@@ -94,7 +107,9 @@ early, the tokens used) do not count."
 (defun ob-chat-ai-reply-answer (text)
   "Return what the model said in result TEXT, without chat-ai's own lines.
 Return nil when nothing is left."
-  (let ((lines (split-string (ob-chat-ai--uncontain text) "\n")))
+  (let ((lines (split-string (ob-chat-ai--uncontain
+                               (ob-chat-ai--without-reasoning text))
+                              "\n")))
     (while (and lines (or (ob-chat-ai-reply-own-line-p (car (last lines)))
                           (string-blank-p (car (last lines)))))
       (setq lines (butlast lines)))
@@ -103,6 +118,43 @@ Return nil when nothing is left."
         answer))))
 
 ;;;; The reply
+
+(defun ob-chat-ai--choice-thinking (events)
+  "Return the thinking of the first choice in reasoning EVENTS, the last one first."
+  (apply #'concat
+         (nreverse (delq nil (mapcar (lambda (event)
+                                       (and (eql (alist-get 'choice event) 0)
+                                            (alist-get 'text event)))
+                                     events)))))
+
+(defun ob-chat-ai-reply-shows-reasoning-p (params)
+  "Return non-nil if PARAMS want the thinking in the result, before the answer.
+That is with :reasoning yes, for a result that goes in the buffer as
+it is: a result that is silent or none (as for :var), that :post rewrites or
+that :cache keeps holds the answer alone."
+  (and (ob-chat-ai--yes-p params :reasoning)
+       (not (seq-intersection '("silent" "none") (cdr (assq :result-params params))))
+       (not (ob-chat-ai--param params :post))
+       (not (ob-chat-ai--yes-p params :cache))))
+
+(defconst ob-chat-ai--reasoning-block-regexp
+  "\\`[ \t]*#\\+begin_reasoning[ \t]*\n\\(?:.*\n\\)*?[ \t]*#\\+end_reasoning[ \t]*\n*"
+  "The regexp of the block of a model's thinking at the start of a result.")
+
+(defun ob-chat-ai-reply-reasoning-block (thinking)
+  "Return THINKING as a reasoning block, its lines protected as Org protects code."
+  (let* ((case-fold-search t)
+         (text (replace-regexp-in-string
+               "^\\([ \t]*\\)\\(,*\\(?:\\*\\|#\\+\\|:end:[ \t]*$\\)\\)" "\\1,\\2"
+               (string-trim thinking) t)))
+    (concat "#+begin_reasoning\n" text "\n#+end_reasoning\n\n")))
+
+(defun ob-chat-ai--without-reasoning (text)
+  "Return result TEXT without the block of the model's thinking at its start."
+  (let ((case-fold-search t))
+    (if (string-match ob-chat-ai--reasoning-block-regexp text)
+        (substring text (match-end 0))
+      text)))
 
 (defun ob-chat-ai--choice-texts (deltas params)
   "Return the reply text of each choice, in order, from DELTAS.
@@ -138,8 +190,10 @@ A file inside `default-directory' is linked relative to it."
                          (abbreviate-file-name file))))
              files "\n"))
 
-(defun ob-chat-ai--reply-text (texts final params level)
+(defun ob-chat-ai--reply-text (texts final params level &optional thinking)
   "Return the text to show for choice TEXTS and the FINAL event, as PARAMS ask.
+With :reasoning yes, the model's THINKING comes first, in a reasoning
+block (see `ob-chat-ai-reply-shows-reasoning-p').
 An error becomes one line after whatever text had arrived.  With
 :usage yes, a line about the tokens used follows the reply.  With
 :format org, Markdown becomes Org, its headings below a heading of
@@ -153,7 +207,11 @@ structure of their own are protected (see `ob-chat-ai-reply-contain')."
                   (mapcar (lambda (text) (ob-chat-ai-convert-markdown text level))
                           texts))
                  (t texts)))))
-    (ob-chat-ai-reply-contain
+    (concat
+     (if (and (org-string-nw-p thinking) (ob-chat-ai-reply-shows-reasoning-p params))
+         (ob-chat-ai-reply-reasoning-block thinking)
+       "")
+     (ob-chat-ai-reply-contain
      (pcase (alist-get 'type final)
        ("done"
         (let* ((reasons (alist-get 'finish_reasons final))
@@ -179,7 +237,7 @@ structure of their own are protected (see `ob-chat-ai-reply-contain')."
        (_
         (let ((line (ob-chat-ai-reply-echo final)))
           (if (string-empty-p reply) line (concat reply "\n\n" line)))))
-     params)))
+     params))))
 
 (defun ob-chat-ai-reply-echo (final)
   "Return the line to show in the echo area for FINAL event, or nil.
@@ -283,16 +341,19 @@ answering; a reply with a longer line goes in an example block.")
     (error text)))
 
 (defun ob-chat-ai--usage-line (final)
-  "Return one line naming the model, the tokens and the finish of FINAL."
+  "Return one line naming the model, the tokens, the cost and the finish of FINAL.
+The cost is the helper's, from its prices (see README.org)."
   (let ((usage (alist-get 'usage final)))
     (ob-chat-ai-reply-note
      "%s, %s, finish_reason %s"
      (or (alist-get 'model final) "the model")
      (if usage
-         (format "tokens %s prompt + %s completion = %s"
+         (format "tokens %s prompt + %s completion = %s, %s"
                  (alist-get 'prompt_tokens usage)
                  (alist-get 'completion_tokens usage)
-                 (alist-get 'total_tokens usage))
+                 (alist-get 'total_tokens usage)
+                 (let ((cost (alist-get 'cost final)))
+                   (if (numberp cost) (format "$%.4f" cost) "price unknown")))
        "the server reported no token usage")
      (mapconcat (lambda (reason) (format "%s" reason))
                 (alist-get 'finish_reasons final) ", "))))

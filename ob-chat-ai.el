@@ -120,6 +120,7 @@ JSON object) or `json-or-string'.")
     (:dry-run . ,(mapcar #'car ob-chat-ai--boolean-words))
     (:format . (markdown org))
     (:usage . ,(mapcar #'car ob-chat-ai--boolean-words))
+    (:reasoning . ,(mapcar #'car ob-chat-ai--boolean-words))
     (:async . ,(mapcar #'car ob-chat-ai--boolean-words))
     (:image . :any)
     (:detail . (auto low high))
@@ -217,9 +218,17 @@ after Babel's own message; with :cache yes, only a whole reply keeps
 the hash Babel gives the result.  A reply with a very long line goes
 in an example block."
   (let* ((pieces nil)
+         (thoughts nil)
+         (thought 0)
          (request (ob-chat-ai-process-send
                    envelope
                    :on-delta (lambda (event) (push event pieces))
+                   :on-reasoning
+                   (lambda (event)
+                     (push event thoughts)
+                     (cl-incf thought (length (alist-get 'text event)))
+                     (unless (or noninteractive pieces)
+                       (message "%s" (ob-chat-ai-reply-thinking thought))))
                    :on-retry #'ob-chat-ai--report-retry)))
     (unless noninteractive
       (message "%s" (ob-chat-ai-reply-placeholder (ob-chat-ai--model envelope))))
@@ -244,9 +253,17 @@ in an example block."
                (when echo
                  (message "%s" echo))))))
         (let ((text (ob-chat-ai--reply-text texts final params
-                                            (ob-chat-ai--heading-level))))
+                                            (ob-chat-ai--heading-level)
+                                            (ob-chat-ai--choice-thinking thoughts))))
           (when (ob-chat-ai-reply-long-line-p text)
             (ob-chat-ai--example-block-once))
+          (when (and thoughts (ob-chat-ai-reply-shows-reasoning-p params)
+                     (ob-chat-ai--at-src-block-p))
+            (let ((block (copy-marker org-babel-current-src-block-location)))
+              (ob-chat-ai--after-babel
+               (lambda ()
+                 (ob-chat-ai--fold-reasoning block)
+                 (set-marker block nil)))))
           text)))))
 
 (defun ob-chat-ai--example-block-once ()
@@ -331,11 +348,27 @@ which key it carries (see `ob-chat-ai--api-key')."
       ,@(and (ob-chat-ai--param params :endpoint)
              `((endpoint . ,(ob-chat-ai--endpoint params))))
       ,@(and (ob-chat-ai-images-p params) (ob-chat-ai-images-output body params))
+      ,@(and buffer-file-name `((org_file . ,(expand-file-name buffer-file-name))))
+      ,@(let ((block (ob-chat-ai--block-label)))
+          (and block `((block . ,block))))
       (body . ,(ob-chat-ai--body
                 body
                 (if (or (ob-chat-ai--param params :model) (null ob-chat-ai-model))
                     params
                   (cons (cons :model ob-chat-ai-model) params)))))))
+
+(defun ob-chat-ai--block-label ()
+  "Return the name of the block being run, else \"line N\" of it, or nil.
+The usage log keeps it with the request."
+  (let* ((location org-babel-current-src-block-location)
+         (start (if (markerp location)
+                    (and (eq (marker-buffer location) (current-buffer)) location)
+                  (and (integerp location) location))))
+    (when start
+      (org-with-wide-buffer
+       (goto-char start)
+       (or (org-element-property :name (org-element-at-point))
+           (format "line %d" (line-number-at-pos)))))))
 
 (defun ob-chat-ai--headers (value)
   "Return the HTTP headers that :headers VALUE gives, as an alist, or nil.
@@ -747,6 +780,79 @@ Its earlier result stayed in place while it waited."
 (add-hook 'ob-chat-ai--after-job-hook #'ob-chat-ai--start-waiting)
 
 (add-to-list 'org-src-lang-modes '("chat-ai" . text))
+
+;;;; Usage
+
+;;;###autoload
+(defun ob-chat-ai-usage ()
+  "Show what the chat-ai blocks of this Org file cost, per block and in total.
+The helper reads its usage log (see README.org) and this shows its
+totals as an Org table, in the buffer *chat-ai usage*."
+  (interactive)
+  (unless buffer-file-name
+    (user-error "This buffer visits no file; the usage log knows blocks by their file"))
+  (let* ((file (expand-file-name buffer-file-name))
+         (final (ob-chat-ai-process-wait
+                 (ob-chat-ai-process-send
+                  `((type . "usage") (file . ,file) (timeout . 5)))))
+         (buffer (get-buffer-create "*chat-ai usage*")))
+    (unless (equal (alist-get 'type final) "usage")
+      (ob-chat-ai--user-error "%s" (or (alist-get 'message final)
+                                       "the helper could not read the usage log")))
+    (with-current-buffer buffer
+      (let ((inhibit-read-only t))
+        (erase-buffer)
+        (org-mode)
+        (insert (ob-chat-ai--usage-table file (alist-get 'totals final)))
+        (goto-char (point-min))
+        (when (search-forward "|" nil t)
+          (org-table-align))
+        (goto-char (point-min))))
+    (display-buffer buffer)
+    buffer))
+
+(defun ob-chat-ai--usage-money (cost unpriced)
+  "Return COST in USD for the usage table, noting UNPRICED requests."
+  (cond
+   ((not (numberp cost)) "price unknown")
+   ((and (numberp unpriced) (> unpriced 0))
+    (format "$%.4f (+%d unpriced)" cost unpriced))
+   (t (format "$%.4f" cost))))
+
+(defun ob-chat-ai--usage-table (file rows)
+  "Return the usage ROWS of FILE as a heading and an Org table with a total line."
+  (if (null rows)
+      (format "* chat-ai usage of %s\n\nNo requests from this file are in the log.\n"
+              (abbreviate-file-name file))
+    (let ((sums (make-vector 5 0))
+          (cost nil)
+          (unpriced 0)
+          (fields '(requests prompt_tokens completion_tokens reasoning_tokens
+                             total_tokens)))
+      (concat
+       (format "* chat-ai usage of %s\n\n" (abbreviate-file-name file))
+       "| block | model | requests | prompt | completion | reasoning | total | cost |\n|-\n"
+       (mapconcat
+        (lambda (row)
+          (let ((index 0))
+            (dolist (field fields)
+              (cl-incf (aref sums index) (or (alist-get field row) 0))
+              (cl-incf index)))
+          (when (numberp (alist-get 'cost row))
+            (setq cost (+ (or cost 0) (alist-get 'cost row))))
+          (cl-incf unpriced (or (alist-get 'unpriced row) 0))
+          (format "| %s | %s | %s | %s |\n"
+                  (or (alist-get 'block row) "-")
+                  (or (alist-get 'model row) "?")
+                  (mapconcat (lambda (field) (format "%s" (or (alist-get field row) 0)))
+                             fields " | ")
+                  (ob-chat-ai--usage-money (alist-get 'cost row)
+                                           (alist-get 'unpriced row))))
+        rows "")
+       "|-\n"
+       (format "| total | | %s | %s |\n"
+               (mapconcat #'number-to-string sums " | ")
+               (ob-chat-ai--usage-money cost unpriced))))))
 
 (provide 'ob-chat-ai)
 

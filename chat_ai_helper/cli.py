@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(-o n=2 -o stop='[\"###\"]')",
     )
     parser.add_argument(
+        "--reasoning",
+        action="store_true",
+        help="show a reasoning model's thinking on stderr (hidden by default)",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="read a whole request object on stdin, as Emacs sends it",
@@ -232,31 +237,52 @@ def _header(text: str) -> tuple[str, str]:
 
 
 def _print_reply(
-    envelope: dict[str, Any], trusted: bool, out: IO[str], err: IO[str]
+    envelope: dict[str, Any],
+    trusted: bool,
+    out: IO[str],
+    err: IO[str],
+    reasoning: bool = False,
 ) -> None:
-    from chat_ai_helper.client import Client, Delta, Retry, retry_line
+    """Stream the reply to ENVELOPE to OUT; the thinking to ERR when REASONING."""
+    from chat_ai_helper.client import Client, Delta, Reasoning, Retry, retry_line
     from chat_ai_helper.request import parse_request
+    from chat_ai_helper.usage import UsageLog, meter_for
 
     request = parse_request(envelope, trusted=trusted)
+    log = UsageLog()
+    meter = meter_for("cli", request, envelope)
     client = Client()
     others: dict[int, str] = {}
     ended_with_newline = True
+    thought = ""
     try:
         for event in client.complete(request):
+            if isinstance(event, Delta | Reasoning):
+                meter.text(event.text if isinstance(event, Delta) else "")
             if isinstance(event, Delta):
                 if event.choice == 0:
+                    if thought and not thought.endswith("\n"):
+                        err.write("\n")
+                        err.flush()
+                    thought = ""
                     if event.text:
                         out.write(event.text)
                         out.flush()
                         ended_with_newline = event.text.endswith("\n")
                 else:
                     others[event.choice] = others.get(event.choice, "") + event.text
+            elif isinstance(event, Reasoning):
+                if reasoning and event.choice == 0:
+                    err.write(event.text)
+                    err.flush()
+                    thought = event.text
             elif isinstance(event, Retry):
                 err.write(f"chat-ai: {retry_line(event)}\n")
                 err.flush()
             else:
                 for name in event.files or []:
                     out.write(name + "\n")
+                log.end(meter, "done", usage=event.usage, model=event.model)
                 for index in sorted(others):
                     out.write(f"\n\n[choice {index + 1}]\n{others[index]}")
                     ended_with_newline = others[index].endswith("\n")
@@ -271,10 +297,14 @@ def _print_reply(
                             f"chat-ai: choice {index + 1}: the model asked to call "
                             "a tool; chat-ai does not run tools\n"
                         )
-    except ChatAIError:
+    except ChatAIError as error:
+        log.end(meter, "error", str(error.to_event().get("kind")))
         if not ended_with_newline:
             out.write("\n")
             out.flush()
+        raise
+    except KeyboardInterrupt:
+        log.end(meter, "cancelled")
         raise
     finally:
         client.close()
@@ -283,11 +313,13 @@ def _print_reply(
 def main(argv: list[str] | None = None) -> int:
     """Run the ``chat-ai`` command with ARGV and return its exit status.
 
-    ``chat-ai doctor …`` runs the doctor (`chat_ai_helper.doctor`); the
-    prompt "doctor" is asked with ``chat-ai -- doctor``.
+    ``chat-ai doctor …`` runs the doctor (`chat_ai_helper.doctor`), and
+    ``chat-ai usage …`` shows the usage log (`usage_main`); the prompts
+    "doctor" and "usage" are asked with ``chat-ai -- doctor``.
     """
     argv = sys.argv[1:] if argv is None else argv
-    args = None if argv[:1] == ["doctor"] else build_parser().parse_args(argv)
+    subcommand = argv[0] if argv[:1] in (["doctor"], ["usage"]) else None
+    args = None if subcommand else build_parser().parse_args(argv)
     with (
         open(
             sys.stdout.fileno(), "w", encoding="utf-8", errors="replace", closefd=False
@@ -297,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         ) as err,
     ):
         try:
+            if subcommand == "usage":
+                return usage_main(argv[1:], out)
             if args is None:
                 from chat_ai_helper import doctor
 
@@ -335,5 +369,120 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         request = parse_request(envelope, require_key=False, trusted=trusted)
         out.write(json.dumps(request.preview(), ensure_ascii=False, indent=2) + "\n")
         return 0
-    _print_reply(envelope, trusted, out, err)
+    _print_reply(envelope, trusted, out, err, reasoning=args.reasoning)
     return 0
+
+
+def usage_main(argv: list[str], out: IO[str]) -> int:
+    """Run ``chat-ai usage`` with ARGV: the log's totals by model, to OUT."""
+    from chat_ai_helper.usage import log_file, totals
+
+    parser = argparse.ArgumentParser(
+        prog="chat-ai usage",
+        description="Show what the requests in the usage log cost, by model.",
+    )
+    parser.add_argument(
+        "--since", help="only requests from this date or time on (2025-06-01)"
+    )
+    parser.add_argument(
+        "--file", help="only requests from blocks of this Org file (absolute path)"
+    )
+    parser.add_argument(
+        "--by-block", action="store_true", help="one line per block and model"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+    file = os.path.abspath(os.path.expanduser(args.file)) if args.file else None
+    rows = totals(os.environ, args.since, file)
+    if not args.by_block:
+        rows = _by_model(rows)
+    if args.json:
+        out.write(
+            json.dumps(
+                {"log": str(log_file(os.environ)), "totals": rows}, ensure_ascii=False
+            )
+            + "\n"
+        )
+        return 0
+    if not rows:
+        out.write(f"No requests in {log_file(os.environ)}.\n")
+        return 0
+    out.write(_usage_table(rows, args.by_block))
+    return 0
+
+
+def _by_model(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return ROWS, totals by model and block, added up by model."""
+    counted = (
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "reasoning_tokens",
+        "total_tokens",
+        "unpriced",
+    )
+    merged: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        total = merged.setdefault(
+            row["model"],
+            {"model": row["model"], "cost": None, **dict.fromkeys(counted, 0)},
+        )
+        for name in counted:
+            total[name] += row[name] or 0
+        if row["cost"] is not None:
+            total["cost"] = (total["cost"] or 0) + row["cost"]
+    return sorted(merged.values(), key=lambda row: str(row["model"]))
+
+
+def money(cost: float | None, unpriced: int) -> str:
+    """Return COST in USD for a line, saying when UNPRICED requests are left out."""
+    if cost is None:
+        return "price unknown"
+    text = f"${cost:.4f}"
+    return f"{text} (+{unpriced} unpriced)" if unpriced else text
+
+
+def _usage_table(rows: list[dict[str, Any]], by_block: bool) -> str:
+    """Return ROWS as a text table with a total line."""
+    head = ["model", "requests", "prompt", "completion", "reasoning", "total", "cost"]
+    if by_block:
+        head.insert(0, "block")
+    lines = [head]
+    for row in rows:
+        line = [
+            str(row["model"] or "?"),
+            str(row["requests"]),
+            str(row["prompt_tokens"] or 0),
+            str(row["completion_tokens"] or 0),
+            str(row["reasoning_tokens"] or 0),
+            str(row["total_tokens"] or 0),
+            money(row["cost"], row["unpriced"] or 0),
+        ]
+        if by_block:
+            line.insert(0, str(row.get("block") or "-"))
+        lines.append(line)
+    costs = [row["cost"] for row in rows if row["cost"] is not None]
+    total = ["total", str(sum(row["requests"] for row in rows))]
+    total += [
+        str(sum(row[name] or 0 for row in rows))
+        for name in (
+            "prompt_tokens",
+            "completion_tokens",
+            "reasoning_tokens",
+            "total_tokens",
+        )
+    ]
+    total.append(
+        money(sum(costs) if costs else None, sum(row["unpriced"] or 0 for row in rows))
+    )
+    if by_block:
+        total.insert(1, "")
+    lines.append(total)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "".join(
+        "  ".join(
+            cell.ljust(width) for cell, width in zip(line, widths, strict=True)
+        ).rstrip()
+        + "\n"
+        for line in lines
+    )

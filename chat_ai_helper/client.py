@@ -28,6 +28,7 @@ from chat_ai_helper.errors import (
     redact,
     shown,
 )
+from chat_ai_helper.reasoning import ThinkSplitter, reasoning_text, split_whole
 from chat_ai_helper.request import CONNECT_TIMEOUT, ChatRequest
 
 USER_AGENT = f"ob-chat-ai/{__version__}"
@@ -38,6 +39,14 @@ UTF8_BOM = b"\xef\xbb\xbf"
 @dataclass
 class Delta:
     """A piece of reply text for one choice."""
+
+    text: str
+    choice: int = 0
+
+
+@dataclass
+class Reasoning:
+    """A piece of a reasoning model's thinking for one choice, apart from its reply."""
 
     text: str
     choice: int = 0
@@ -63,7 +72,7 @@ class Retry:
     message: str
 
 
-Event = Delta | Done | Retry
+Event = Delta | Reasoning | Done | Retry
 
 
 def retry_line(retry: Retry) -> str:
@@ -471,7 +480,11 @@ def _read_completion(
         text = _field(message, "content", str, f"{where}.message", malformed)
         refusal = _field(message, "refusal", str, f"{where}.message", malformed)
         legacy = _field(choice, "text", str, where, malformed)
-        yield Delta(text or refusal or legacy or "", index)
+        thinking, answer = split_whole(text or legacy or "")
+        thinking = reasoning_text(message) + thinking
+        if thinking:
+            yield Reasoning(thinking, index)
+        yield Delta(answer or refusal or "", index)
         reasons[index] = _field(choice, "finish_reason", str, where, malformed)
     yield _done(reasons, payload)
 
@@ -482,6 +495,7 @@ def _read_stream(chunks: Iterator[bytes], request: ChatRequest) -> Iterator[Even
     secret = request.api_key
     reasons: dict[int, str | None] = {}
     last: dict[str, Any] = {}
+    splitters: dict[int, ThinkSplitter] = {}
 
     def malformed(problem: str) -> StreamError:
         return StreamError(
@@ -520,9 +534,15 @@ def _read_stream(chunks: Iterator[bytes], request: ChatRequest) -> Iterator[Even
                 delta = _field(choice, "delta", dict, where, malformed) or {}
                 text = _field(delta, "content", str, f"{where}.delta", malformed)
                 refusal = _field(delta, "refusal", str, f"{where}.delta", malformed)
-                legacy = _field(choice, "text", str, where, malformed)
-                if text or refusal or legacy:
-                    yield Delta(text or refusal or legacy or "", index)
+                thinking = reasoning_text(delta)
+                if thinking:
+                    yield Reasoning(thinking, index)
+                text = text or _field(choice, "text", str, where, malformed)
+                if text:
+                    splitter = splitters.setdefault(index, ThinkSplitter())
+                    yield from _split_parts(splitter.feed(text), index)
+                if refusal:
+                    yield Delta(refusal, index)
                 reason = _field(choice, "finish_reason", str, where, malformed)
                 reasons.setdefault(index, None)
                 if reason:
@@ -539,7 +559,15 @@ def _read_stream(chunks: Iterator[bytes], request: ChatRequest) -> Iterator[Even
     with contextlib.suppress(requests.RequestException, StreamError):
         for _ in chunks:
             pass
+    for index, splitter in sorted(splitters.items()):
+        yield from _split_parts(splitter.finish(), index)
     yield _done(reasons, last)
+
+
+def _split_parts(parts: list[tuple[bool, str]], index: int) -> Iterator[Event]:
+    """Yield PARTS of choice INDEX, as told by a `ThinkSplitter`, as events."""
+    for thinking, text in parts:
+        yield Reasoning(text, index) if thinking else Delta(text, index)
 
 
 def _done(reasons: dict[int, str | None], payload: dict[str, Any]) -> Done:

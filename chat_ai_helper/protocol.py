@@ -2,9 +2,10 @@
 
 Each line read is one request object (see ``docs/protocol.org``), or a
 cancel, providers or hello message; each line written is one event
-carrying a request's ``id``: ``retry`` and ``delta`` events, then exactly
+carrying a request's ``id``: ``retry``, ``reasoning`` and ``delta`` events, then exactly
 one ``done`` or ``error`` event (a ``preview`` for a dry run, a
-``providers`` event for a providers message).  Requests run concurrently,
+``providers`` event for a providers message, a ``usage`` event for a
+usage message).  Requests run concurrently,
 one thread each.  A hello is answered at once with the helper's version
 and protocol version, so that Emacs can refuse a helper older than it
 needs.
@@ -21,10 +22,19 @@ from collections.abc import Iterable
 from typing import IO, Any
 
 from chat_ai_helper import __version__
-from chat_ai_helper.client import Cancel, Client, Delta, Done, Retry, retry_line
+from chat_ai_helper.client import (
+    Cancel,
+    Client,
+    Delta,
+    Done,
+    Reasoning,
+    Retry,
+    retry_line,
+)
 from chat_ai_helper.errors import Cancelled, ChatAIError, ConfigError, InternalError
 from chat_ai_helper.providers import listing, providers_file
 from chat_ai_helper.request import parse_request
+from chat_ai_helper.usage import Meter, UsageLog, log_file, meter_for, totals
 
 PROTOCOL_VERSION = 1
 """The version of this protocol; it grows when Emacs must know of a change."""
@@ -66,15 +76,17 @@ class EventWriter:
     def __init__(self, output: IO[bytes], interval: float = 0.01) -> None:
         self.output = output
         self.interval = interval
-        self.pending: dict[tuple[Any, int], list[str]] = {}
+        self.pending: dict[tuple[Any, int, bool], list[str]] = {}
         self.lock = threading.Lock()
         self.last_write = 0.0
         self.timer: threading.Timer | None = None
 
-    def delta(self, request_id: Any, choice: int, text: str) -> None:
-        """Note TEXT for CHOICE of request REQUEST_ID."""
+    def delta(
+        self, request_id: Any, choice: int, text: str, thinking: bool = False
+    ) -> None:
+        """Note TEXT for CHOICE of request REQUEST_ID: reply text, or THINKING."""
         with self.lock:
-            self.pending.setdefault((request_id, choice), []).append(text)
+            self.pending.setdefault((request_id, choice, thinking), []).append(text)
 
     def event(self, event: dict[str, Any]) -> None:
         """Write EVENT at once, after the deltas before it."""
@@ -112,8 +124,12 @@ class EventWriter:
 
     def _write_deltas(self) -> None:
         pending, self.pending = self.pending, {}
-        for (request_id, choice), texts in pending.items():
-            event = {"id": request_id, "type": "delta", "choice": choice}
+        for (request_id, choice, thinking), texts in pending.items():
+            event = (
+                {"id": request_id, "type": "reasoning", "choice": choice}
+                if thinking
+                else {"id": request_id, "type": "delta", "choice": choice}
+            )
             self.output.write(encode_event({**event, "text": "".join(texts)}))
 
     def _push(self) -> None:
@@ -124,33 +140,48 @@ class EventWriter:
             self.timer = None
 
 
-def answer(envelope: Any, client: Client, writer: EventWriter, cancel: Cancel) -> None:
+def answer(
+    envelope: Any,
+    client: Client,
+    writer: EventWriter,
+    cancel: Cancel,
+    log: UsageLog | None = None,
+) -> None:
     """Run the request ENVELOPE, writing its events with WRITER.
 
     The request ends with exactly one final event (``done``, ``error``
     or, for a dry run, ``preview``), whatever happens: any failure,
     expected or not, becomes its ``error`` event.  A cancelled request
     ends without another event: its caller has already finished it.
+    Each request sent is recorded in LOG, after its final event.
     """
     request_id = envelope.get("id") if isinstance(envelope, dict) else None
+    meters: list[Meter] = []
+    log = log or UsageLog()
     try:
-        _answer(request_id, envelope, client, writer, cancel)
+        _answer(request_id, envelope, client, writer, cancel, meters, log)
     except Cancelled:
         writer.forget(request_id)
-    except ChatAIError as error:
-        writer.event({"id": request_id, "type": "error", **error.to_event()})
-    except Exception as error:
-        writer.event(
-            {
-                "id": request_id,
-                "type": "error",
-                **InternalError.wrapping(error).to_event(),
-            }
+        log.end(meters[0] if meters else None, "cancelled")
+    except Exception as failure:
+        error = (
+            failure
+            if isinstance(failure, ChatAIError)
+            else InternalError.wrapping(failure)
         )
+        event = error.to_event()
+        writer.event({"id": request_id, "type": "error", **event})
+        log.end(meters[0] if meters else None, "error", str(event.get("kind")))
 
 
 def _answer(
-    request_id: Any, envelope: Any, client: Client, writer: EventWriter, cancel: Cancel
+    request_id: Any,
+    envelope: Any,
+    client: Client,
+    writer: EventWriter,
+    cancel: Cancel,
+    meters: list[Meter],
+    log: UsageLog,
 ) -> None:
     if isinstance(envelope, dict) and envelope.get("dry_run"):
         preview = parse_request(envelope, require_key=False).preview()
@@ -160,10 +191,16 @@ def _answer(
         )
         return
     request = parse_request(envelope)
+    meter = meter_for("emacs", request, envelope)
+    meters.append(meter)
     events = client.complete(request, before_wait=writer.flush, cancel=cancel)
     for event in events:
         if isinstance(event, Delta):
+            meter.text(event.text)
             writer.delta(request_id, event.choice, event.text)
+        elif isinstance(event, Reasoning):
+            meter.text("")
+            writer.delta(request_id, event.choice, event.text, thinking=True)
         elif isinstance(event, Retry):
             writer.event(
                 {
@@ -176,6 +213,7 @@ def _answer(
                 }
             )
         elif isinstance(event, Done):
+            row = log.row(meter, "done", usage=event.usage, model=event.model)
             writer.event(
                 {
                     "id": request_id,
@@ -184,8 +222,11 @@ def _answer(
                     "usage": event.usage,
                     "model": event.model,
                     **({"files": event.files} if event.files is not None else {}),
+                    "cost": None if row is None else row["cost"],
                 }
             )
+            if row is not None:
+                log.record(row)
             return
     raise InternalError("the reply ended without a final event; please report this")
 
@@ -205,6 +246,31 @@ def providers_event(message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def usage_event(message: dict[str, Any]) -> dict[str, Any]:
+    """Return the answer to MESSAGE, a usage request: the log's totals by block."""
+    import sqlite3
+
+    request_id = message.get("id")
+    since, org_file = message.get("since"), message.get("file")
+    try:
+        rows = totals(
+            os.environ,
+            since if isinstance(since, str) else None,
+            org_file if isinstance(org_file, str) else None,
+        )
+    except sqlite3.Error as error:
+        problem = ConfigError(
+            f"the usage log {log_file(os.environ)} cannot be read: {error}"
+        )
+        return {"id": request_id, "type": "error", **problem.to_event()}
+    return {
+        "id": request_id,
+        "type": "usage",
+        "totals": rows,
+        "log": str(log_file(os.environ)),
+    }
+
+
 def serve(lines: Iterable[bytes], output: IO[bytes]) -> None:
     """Answer the request lines in LINES, each in its own thread, until they end.
 
@@ -214,6 +280,7 @@ def serve(lines: Iterable[bytes], output: IO[bytes]) -> None:
     """
     client = Client()
     writer = EventWriter(output)
+    log = UsageLog()
     running: dict[Any, tuple[threading.Thread, Cancel]] = {}
     try:
         for line in lines:
@@ -227,6 +294,10 @@ def serve(lines: Iterable[bytes], output: IO[bytes]) -> None:
                 continue
             if isinstance(message, dict) and message.get("type") == "providers":
                 writer.event(providers_event(message))
+                continue
+            if isinstance(message, dict) and message.get("type") == "usage":
+                log.settle()
+                writer.event(usage_event(message))
                 continue
             if isinstance(message, dict) and message.get("type") == "hello":
                 writer.event(hello_event(message.get("id")))
@@ -244,7 +315,7 @@ def serve(lines: Iterable[bytes], output: IO[bytes]) -> None:
                 del running[finished]
             cancel = Cancel()
             thread = threading.Thread(
-                target=answer, args=(message, client, writer, cancel), daemon=True
+                target=answer, args=(message, client, writer, cancel, log), daemon=True
             )
             running[request_id if request_id is not None else id(thread)] = (
                 thread,

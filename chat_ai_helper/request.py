@@ -284,6 +284,10 @@ def check_body(body: Any, endpoint: str = "chat") -> dict[str, Any]:
     return checked
 
 
+USAGE_IN_STREAMS = ("openai", "azure")
+"""The APIs whose streams carry the token usage when asked with stream_options."""
+
+
 @dataclass
 class ChatRequest:
     """One chat completion to make: the body and where and how to send it."""
@@ -298,6 +302,7 @@ class ChatRequest:
     api_version: str | None = None
     deployment: str | None = None
     provider: str = "openai"
+    provider_name: str = "openai"
     max_retries: int = DEFAULT_MAX_RETRIES
     missing_key: str | None = None
     endpoint: str = "chat"
@@ -427,6 +432,14 @@ def parse_request(
         path, output = _images_route(body, envelope.get("output"))
         if path == EDITS_PATH:
             form = edit_form(body, boundary)[0]
+    if (
+        endpoint == "chat"
+        and body.get("stream") is True
+        and "stream_options" not in body
+        and route.provider.api in USAGE_IN_STREAMS
+    ):
+        # For the usage log: the token count comes only when asked for.
+        body = {**body, "stream_options": {"include_usage": True}}
     api_version = route.api_version
     deployment = None
     if route.deployments:
@@ -471,6 +484,7 @@ def parse_request(
         api_version=api_version,
         deployment=deployment,
         provider=route.provider.api,
+        provider_name=route.provider.name,
         missing_key=route.missing_key,
         endpoint=endpoint,
         path=path,

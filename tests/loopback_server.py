@@ -32,6 +32,11 @@ it answers is chosen by the request's model name:
   ``prompt_filter_results``, as Azure OpenAI does;
 - ``length`` / ``content_filter``: the reply stops with that finish reason;
 - ``tool_calls``: no text, the reply stops with finish reason ``tool_calls``;
+- ``reasoning_content`` / ``reasoning``: thinks first ("Let me think: " and
+  the prompt), sending the thinking in that field of the deltas or the
+  message, then replies;
+- ``think-tag``: replies with ``<think>`` and the thinking, ``</think>``,
+  then the reply, all in the content (cut in three-character deltas);
 - ``hang``: streams the first delta, then waits until the client closes
   the connection (counted in ``hung_up``), at most 30 seconds.
 
@@ -164,6 +169,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_bytes(200, "text/html", page)
             return
         reply = reply_for(body)
+        thinking = f"Let me think: {reply}" if model in THINKING_MODELS else ""
+        if model == "think-tag":
+            reply = f"<think>{thinking}</think>\n\n{reply}"
         count = body.get("n", 1)
         texts = [reply if i == 0 else f"{reply} #{i + 1}" for i in range(count)]
         usage = {
@@ -172,7 +180,7 @@ class Handler(BaseHTTPRequestHandler):
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if body.get("stream"):
-            self.stream(body, model, texts, usage)
+            self.stream(body, model, texts, usage, thinking)
             return
         self.send_json(
             200,
@@ -183,7 +191,7 @@ class Handler(BaseHTTPRequestHandler):
                 "choices": [
                     {
                         "index": i,
-                        "message": {"role": "assistant", "content": text},
+                        "message": message_for(model, text, thinking),
                         "finish_reason": finish_reason(model),
                     }
                     for i, text in enumerate(texts)
@@ -257,9 +265,14 @@ class Handler(BaseHTTPRequestHandler):
         self.send_chunk(b"")
 
     def stream(
-        self, body: dict[str, Any], model: str, texts: list[str], usage: dict[str, int]
+        self,
+        body: dict[str, Any],
+        model: str,
+        texts: list[str],
+        usage: dict[str, int],
+        thinking: str = "",
     ) -> None:
-        """Stream TEXTS as chat-completion chunks."""
+        """Stream TEXTS as chat-completion chunks, after THINKING if any."""
         self.send_response(200)
         content_type = {
             "sse-as-json": "application/json",
@@ -283,6 +296,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_event({"model": model, "choices": [chunk(0, {"content": "…"})]})
             self.wait_for_hang_up()
             return
+        if model in ("reasoning_content", "reasoning"):
+            for piece in split_reply(model, thinking):
+                self.send_event({"model": model, "choices": [chunk(0, {model: piece})]})
+                time.sleep(delay)
         for i, piece in pieces:
             self.send_event({"model": model, "choices": [chunk(i, {"content": piece})]})
             if model == "slow":
@@ -398,6 +415,17 @@ def chunk(
 ) -> dict[str, Any]:
     """Return one streamed choice."""
     return {"index": index, "delta": delta, "finish_reason": finish}
+
+
+THINKING_MODELS = ("reasoning_content", "reasoning", "think-tag")
+
+
+def message_for(model: str, text: str, thinking: str) -> dict[str, Any]:
+    """Return the whole reply message TEXT of MODEL, with its THINKING apart if so."""
+    message = {"role": "assistant", "content": text}
+    if model in ("reasoning_content", "reasoning"):
+        message[model] = thinking
+    return message
 
 
 def finish_reason(model: str) -> str:

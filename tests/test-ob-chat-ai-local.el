@@ -12,6 +12,9 @@
 
 ;;; Code:
 
+;; The usage log of the helpers these tests run goes to a directory of its own.
+(setenv "XDG_STATE_HOME" (make-temp-file "chat-ai-test-state" t))
+
 (require 'ert)
 (require 'ob-chat-ai)
 

@@ -13,6 +13,10 @@
 
 ;;; Code:
 
+;; The usage log and the prices of the helpers these tests run are their own.
+(setenv "XDG_STATE_HOME" (make-temp-file "chat-ai-test-state" t))
+(setenv "XDG_CONFIG_HOME" (make-temp-file "chat-ai-test-config" t))
+
 (require 'ert)
 (require 'ob-chat-ai)
 
@@ -546,7 +550,7 @@ Hello \"there\"
     (ob-chat-ai-test-with-org
         (format "#+begin_src chat-ai :model m :usage yes :stream %s\nabcd\n#+end_src\n" stream)
       (should (equal (ob-chat-ai-test-run)
-                     "abcd\n\n[chat-ai: m, tokens 4 prompt + 4 completion = 8, finish_reason stop]"))
+                     "abcd\n\n[chat-ai: m, tokens 4 prompt + 4 completion = 8, price unknown, finish_reason stop]"))
       (should (equal (equal stream "yes")
                      (equal (alist-get 'stream_options (ob-chat-ai-test-body))
                             '((include_usage . t))))))))
@@ -2371,6 +2375,167 @@ of session s..." (ob-chat-ai-test-shown)))
           (set-buffer-modified-p nil)
           (kill-buffer)
           (delete-file file))))))
+
+;;;; Reasoning models
+
+(ert-deftest ob-chat-ai-test-reasoning-hidden-by-default ()
+  (dolist (model '("reasoning_content" "reasoning" "think-tag"))
+    (dolist (stream '("yes" "no"))
+      (ob-chat-ai-test-with-org
+          (format "#+begin_src chat-ai :model %s :stream %s\nWhy?\n#+end_src\n"
+                  model stream)
+        (should (equal (ob-chat-ai-test-run) "Why?"))
+        (should-not (string-search "Let me think" (buffer-string)))))))
+
+(ert-deftest ob-chat-ai-test-reasoning-yes-shows-the-thinking-folded-before-the-answer ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model think-tag :reasoning yes :results drawer
+Why?
+,* not a heading
+:end:
+#+end_src
+"
+    (ob-chat-ai-test-run)
+    (should (string-suffix-p "#+RESULTS:
+:results:
+#+begin_reasoning
+Let me think: Why?
+,* not a heading
+,:end:
+#+end_reasoning
+
+Why?
+,* not a heading
+,:end:
+:end:
+" (buffer-string)))
+    (goto-char (point-min))
+    (search-forward "Let me think")
+    (should (org-invisible-p))
+    (search-forward "#+end_reasoning\n\nWhy?")
+    (should-not (org-invisible-p))))
+
+(ert-deftest ob-chat-ai-test-reasoning-stays-out-of-session-history-and-var ()
+  (ob-chat-ai-test-with-org "#+name: thinker
+#+begin_src chat-ai :model reasoning_content :reasoning yes :session s :results drawer
+Where?
+#+end_src
+
+#+RESULTS:
+
+#+begin_src chat-ai :model m :session s
+And then?
+#+end_src
+
+#+begin_src chat-ai :model m :var answer=thinker
+Said: $answer
+#+end_src
+"
+    (ob-chat-ai-test-run)
+    (should (string-search ":results:\n#+begin_reasoning\nLet me think: Where?\n#+end_reasoning\n\nWhere?\n:end:"
+                           (buffer-string)))
+    (ob-chat-ai-test-clear-received)
+    (ob-chat-ai-test-execute "chat-ai :model m :session s")
+    (should (equal (ob-chat-ai-test-messages-sent)
+                   '(("user" "Where?") ("assistant" "Where?") ("user" "And then?"))))
+    (ob-chat-ai-test-clear-received)
+    (ob-chat-ai-test-execute ":var answer")
+    (should (equal (ob-chat-ai-test-messages-sent
+                    (car (last (ob-chat-ai-test-received 2))))
+                   '(("user" "Said: Where?"))))))
+
+(ert-deftest ob-chat-ai-test-reasoning-format-org-converts-the-answer-alone ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model reasoning :reasoning yes :format org :results raw
+**bold**
+#+end_src
+"
+    (ob-chat-ai-test-run)
+    (should (string-search "#+begin_reasoning\nLet me think: **bold**\n#+end_reasoning\n\n*bold*"
+                           (buffer-string)))))
+
+(ert-deftest ob-chat-ai-test-async-placeholder-counts-the-thinking ()
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model reasoning_content
+A question long enough to think about for a while
+#+end_src
+"
+    (ob-chat-ai-test-execute "chat-ai")
+    (ob-chat-ai-test-wait-for ": chat-ai: thinking… ")
+    (should (string-match-p ": chat-ai: thinking… [0-9,]+ chars" (ob-chat-ai-test-shown)))
+    (should (string-suffix-p
+             "#+RESULTS:\n: A question long enough to think about for a while\n"
+             (ob-chat-ai-test-idle)))))
+
+(ert-deftest ob-chat-ai-test-thinking-count-groups-thousands ()
+  (should (equal (ob-chat-ai-reply-thinking 1234) "chat-ai: thinking… 1,234 chars"))
+  (should (equal (ob-chat-ai-reply-thinking 1234567) "chat-ai: thinking… 1,234,567 chars"))
+  (should (equal (ob-chat-ai-reply-thinking 12) "chat-ai: thinking… 12 chars")))
+
+;;;; Usage and cost
+
+(ert-deftest ob-chat-ai-test-usage-yes-shows-the-cost-and-the-log-names-the-block ()
+  (let ((prices (expand-file-name "chat-ai/prices.json" (getenv "XDG_CONFIG_HOME")))
+        (file (expand-file-name "costly.org" (make-temp-file "chat-ai-org" t))))
+    (make-directory (file-name-directory prices) t)
+    (with-temp-file prices
+      (insert "{\"priced-m\": {\"input\": 1000000, \"output\": 2000000}}"))
+    (unwind-protect
+        (ob-chat-ai-test-with-org "#+name: costly
+#+begin_src chat-ai :model priced-m :usage yes
+abcd
+#+end_src
+"
+          (setq buffer-file-name file)
+          (should (equal (ob-chat-ai-test-run)
+                         "abcd\n\n[chat-ai: priced-m, tokens 4 prompt + 4 completion = 8, $12.0000, finish_reason stop]"))
+          (set-buffer-modified-p nil)
+          (setq buffer-file-name nil)
+          (let ((report (with-temp-buffer
+                          (call-process ob-chat-ai-test-python nil t nil
+                                        "-m" "chat_ai_helper" "usage" "--json"
+                                        "--by-block" "--file" file)
+                          (goto-char (point-min))
+                          (json-parse-buffer :object-type 'alist :null-object nil))))
+            (should (equal (mapcar (lambda (row)
+                                     (list (alist-get 'block row) (alist-get 'requests row)
+                                           (alist-get 'cost row)))
+                                   (alist-get 'totals report))
+                           '(("costly" 1 12.0))))))
+      (delete-file prices))))
+
+(ert-deftest ob-chat-ai-test-usage-command-totals-the-file-by-block ()
+  (let* ((prices (expand-file-name "chat-ai/prices.json" (getenv "XDG_CONFIG_HOME")))
+         (file (expand-file-name "totals.org" (make-temp-file "chat-ai-org" t))))
+    (make-directory (file-name-directory prices) t)
+    (with-temp-file prices
+      (insert "{\"priced-m\": {\"input\": 1000000, \"output\": 1000000}}"))
+    (unwind-protect
+        (ob-chat-ai-test-with-org "#+name: first
+#+begin_src chat-ai :model priced-m
+abcd
+#+end_src
+
+#+name: second
+#+begin_src chat-ai :model unpriced-m
+ab
+#+end_src
+"
+          (setq buffer-file-name file)
+          (ob-chat-ai-test-execute "^#\\+begin_src chat-ai :model priced-m")
+          (ob-chat-ai-test-execute "^#\\+begin_src chat-ai :model priced-m")
+          (ob-chat-ai-test-execute "^#\\+begin_src chat-ai :model unpriced-m")
+          (set-buffer-modified-p nil)
+          (let ((table (with-current-buffer (ob-chat-ai-usage)
+                         (buffer-string))))
+            (setq buffer-file-name nil)
+            (should (string-match-p
+                     "^| first +| priced-m +| +2 | +8 | +8 | +0 | +16 | \\$16\\.0000 +|$"
+                     table))
+            (should (string-match-p
+                     "^| second +| unpriced-m +| +1 | +2 | +2 | +0 | +4 | price unknown +|$"
+                     table))
+            (should (string-match-p
+                     "^| total +| +| +3 | +10 | +10 | +0 | +20 | \\$16\\.0000 (\\+1 unpriced) +|$"
+                     table))))
+      (delete-file prices))))
 
 (provide 'test-ob-chat-ai)
 

@@ -254,6 +254,7 @@ def test_the_helper_survives_every_scenario_in_every_framing(
                 "finish_reasons": ["stop"],
                 "usage": None,
                 "model": None,
+                "cost": None,
             },
         ), name
     finals: dict[Any, int] = {}

@@ -38,6 +38,7 @@ def test_a_b64_image_is_written_to_the_output_file(
             "usage": None,
             "model": "gpt-image-1",
             "files": [str(out)],
+            "cost": None,
         }
     ]
     assert out.read_bytes() == image_bytes("gpt-image-1-1.png")

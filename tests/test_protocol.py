@@ -220,7 +220,10 @@ def test_dry_run_answers_with_the_request_and_sends_nothing(
                     "Accept": "text/event-stream",
                     "Authorization": "Bearer ***",
                 },
-                "body": request["body"],
+                "body": {
+                    **request["body"],
+                    "stream_options": {"include_usage": True},
+                },
             },
         }
     ]

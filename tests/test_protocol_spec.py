@@ -71,12 +71,14 @@ def test_every_field_of_every_event_is_documented(server: LoopbackServer) -> Non
     requests = [
         ask("reply", "m"),
         ask("stream", "m", stream=True),
+        ask("thinking", "reasoning_content", stream=True),
         ask("retried", "flaky-1-503"),
         ask("refused", "error-401-invalid_api_key"),
         ask("invalid", "m", timeout=-1),
         ask("preview", "m", dry_run=True),
         {"type": "providers", "id": "providers"},
         {"type": "hello", "id": "hello"},
+        {"type": "usage", "id": "usage"},
     ]
     result = subprocess.run(
         [sys.executable, "-m", "chat_ai_helper", "--serve"],
