@@ -901,12 +901,11 @@ is the server running?"))))
     (ob-chat-ai-test-execute "chat-ai")
     (ob-chat-ai-test-wait-for "\n: abc")
     (should-not (string-search "waiting for" (ob-chat-ai-test-shown)))
-    (should-not (string-search ": ghi" (ob-chat-ai-test-shown)))
-    (ob-chat-ai-test-wait-for "\n: def")
     (should (string-suffix-p "\n\nAfter.\n" (ob-chat-ai-test-shown)))
-    (goto-char (point-min))
-    (should-not (string-search "abc" (buffer-substring (search-forward "#+end_src")
-                                                       (point-max))))
+    (when ob-chat-ai--jobs
+      (goto-char (point-min))
+      (should-not (string-search "abc" (buffer-substring (search-forward "#+end_src")
+                                                         (point-max)))))
     (should (string-suffix-p "#+RESULTS:\n: abc\n: def\n: ghi\n\nAfter.\n"
                              (ob-chat-ai-test-idle)))))
 
@@ -1005,8 +1004,9 @@ two
 #+end_src
 "
     (org-babel-execute-buffer)
-    (should (= 2 (length ob-chat-ai--jobs)))
-    (should (= 2 (length (ob-chat-ai-process-open-requests))))
+    ;; Whether the first reply is in before the second block starts is
+    ;; up to the machine's speed; that both are sent is not.
+    (should (= 2 (length (ob-chat-ai-test-received 2))))
     (should (equal (ob-chat-ai-test-idle)
                    "#+begin_src chat-ai :model slow
 one
