@@ -38,12 +38,24 @@ it answers is chosen by the request's model name:
 - ``think-tag``: replies with ``<think>`` and the thinking, ``</think>``,
   then the reply, all in the content (cut in three-character deltas);
 - ``hang``: streams the first delta, then waits until the client closes
-  the connection (counted in ``hung_up``), at most 30 seconds.
+  the connection (counted in ``hung_up``), at most 30 seconds;
+- ``held`` or ``held-MODEL``: answers as an ordinary name does, or as
+  MODEL, but holds the answer until the test releases it (``release``):
+  a stream stops halfway through its thinking when it has some, else
+  halfway through the reply (rounded up, so a reply of one delta is all
+  sent and only its end held); any other answer is held before it
+  starts.  A client that hangs up meanwhile ends it.  Released, every
+  held answer goes on at once, and those that come later are not held,
+  until ``hold`` makes the server hold them again.  So a test can look
+  at a reply mid-stream, or at a request still open, however fast or
+  slow the machine.
 
 It counts the connections it accepted in ``connections``.
 
 Run as a script, it prints ``{"port": N}`` and then one JSON line per
 request received, so a test in another process (Emacs) can check them.
+It reads ``release`` and ``hold`` lines on its standard input, and
+answers each with ``{"control": LINE}`` once it has taken effect.
 """
 
 from __future__ import annotations
@@ -52,6 +64,7 @@ import base64
 import email.policy
 import json
 import os
+import select
 import socket
 import sys
 import threading
@@ -75,6 +88,7 @@ class LoopbackServer(ThreadingHTTPServer):
         self.seen: dict[str, int] = {}
         self.echo = echo
         self.lock = threading.Lock()
+        self.released = threading.Event()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Stay quiet when a client hangs up; report anything else."""
@@ -85,6 +99,14 @@ class LoopbackServer(ThreadingHTTPServer):
     def base_url(self) -> str:
         """Return the base URL clients should use."""
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def release(self) -> None:
+        """Let every held answer go on, and hold none until `hold`."""
+        self.released.set()
+
+    def hold(self) -> None:
+        """Hold ``held`` answers again until the next `release`."""
+        self.released.clear()
 
     def record(self, entry: dict[str, Any]) -> None:
         """Remember ENTRY, and print it when echoing."""
@@ -153,6 +175,15 @@ class Handler(BaseHTTPRequestHandler):
     def answer(self, body: dict[str, Any]) -> None:
         """Answer a well-formed request BODY."""
         model = str(body.get("model", ""))
+        held = model == "held" or model.startswith("held-")
+        if model.startswith("held-"):
+            model = model[len("held-") :]
+            body = {**body, "model": model}
+        streamed = body.get("stream") and not (
+            model.startswith(("error-", "flaky-")) or model == "html"
+        )
+        if held and not streamed and not self.wait_for_release():
+            return
         with self.server.lock:
             self.server.seen[model] = self.server.seen.get(model, 0) + 1
             seen = self.server.seen[model]
@@ -180,7 +211,7 @@ class Handler(BaseHTTPRequestHandler):
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if body.get("stream"):
-            self.stream(body, model, texts, usage, thinking)
+            self.stream(body, model, texts, usage, thinking, held)
             return
         self.send_json(
             200,
@@ -271,8 +302,12 @@ class Handler(BaseHTTPRequestHandler):
         texts: list[str],
         usage: dict[str, int],
         thinking: str = "",
+        held: bool = False,
     ) -> None:
-        """Stream TEXTS as chat-completion chunks, after THINKING if any."""
+        """Stream TEXTS as chat-completion chunks, after THINKING if any.
+
+        A HELD stream stops halfway until the test releases it.
+        """
         self.send_response(200)
         content_type = {
             "sse-as-json": "application/json",
@@ -296,13 +331,22 @@ class Handler(BaseHTTPRequestHandler):
             self.send_event({"model": model, "choices": [chunk(0, {"content": "…"})]})
             self.wait_for_hang_up()
             return
-        if model in ("reasoning_content", "reasoning"):
-            for piece in split_reply(model, thinking):
-                self.send_event({"model": model, "choices": [chunk(0, {model: piece})]})
-                time.sleep(delay)
-        for i, piece in pieces:
-            self.send_event({"model": model, "choices": [chunk(i, {"content": piece})]})
-            if model == "slow":
+        thoughts = (
+            split_reply(model, thinking)
+            if model in ("reasoning_content", "reasoning")
+            else []
+        )
+        events = [(0, {model: piece}) for piece in thoughts] + [
+            (i, {"content": piece}) for i, piece in pieces
+        ]
+        hold_after = ((len(thoughts) or len(events)) + 1) // 2 if held else -1
+        if hold_after == 0 and not self.wait_for_release():
+            return
+        for sent, (i, delta) in enumerate(events, start=1):
+            self.send_event({"model": model, "choices": [chunk(i, delta)]})
+            if sent == hold_after and not self.wait_for_release():
+                return
+            if sent <= len(thoughts) or model == "slow":
                 time.sleep(delay)
         if model == "cut":
             self.wfile.write(b'40\r\ndata: {"choi')
@@ -341,6 +385,30 @@ class Handler(BaseHTTPRequestHandler):
         if hung_up:
             with self.server.lock:
                 self.server.hung_up += 1
+
+    def wait_for_release(self) -> bool:
+        """Wait until the test releases held answers; False if the client left first.
+
+        The client is given up on after 60 seconds too, so that a test that
+        never releases leaves no thread behind for long.
+        """
+        deadline = time.monotonic() + 60
+        while not self.server.released.wait(0.02):
+            if self.client_left() or time.monotonic() > deadline:
+                self.close_connection = True
+                return False
+        return True
+
+    def client_left(self) -> bool:
+        """Return True when the client has closed the connection."""
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        if not readable:
+            return False
+        try:
+            data: bytes = self.connection.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return True
+        return data == b""
 
     def send_event(self, payload: dict[str, Any]) -> None:
         """Send PAYLOAD as one SSE event, its bytes split across two chunks."""
@@ -461,7 +529,23 @@ def main() -> None:
     server = LoopbackServer(echo=True)
     sys.stdout.write(json.dumps({"port": server.server_address[1]}) + "\n")
     sys.stdout.flush()
+    threading.Thread(target=obey, args=(server,), daemon=True).start()
     server.serve_forever()
+
+
+def obey(server: LoopbackServer) -> None:
+    """Take ``release`` and ``hold`` lines on stdin, answering each once done."""
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "release":
+            server.release()
+        elif command == "hold":
+            server.hold()
+        else:
+            continue
+        with server.lock:
+            sys.stdout.write(json.dumps({"control": command}) + "\n")
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -65,6 +65,25 @@
         (erase-buffer))))
   ob-chat-ai-test-base-url)
 
+(defun ob-chat-ai-test-control (command)
+  "Send COMMAND, \"release\" or \"hold\", to the server; wait until it is done.
+Held replies (model `held') stop halfway until the test releases them."
+  (let ((buffer (process-buffer ob-chat-ai-test-server))
+        (done (format "{\"control\": \"%s\"}\n" command)))
+    (with-current-buffer buffer
+      ;; Output only ever goes at the end, before any marker there.
+      (let ((start (point-max)))
+        (process-send-string ob-chat-ai-test-server (concat command "\n"))
+        (with-timeout (20 (error "The server did not %s" command))
+          (while (not (save-excursion
+                        (goto-char start)
+                        (search-forward done nil t)))
+            (accept-process-output ob-chat-ai-test-server 0.05)))))))
+
+(defun ob-chat-ai-test-release ()
+  "Let the replies the server holds go on, and those that come later."
+  (ob-chat-ai-test-control "release"))
+
 (defun ob-chat-ai-test-received (&optional count)
   "Return the requests the server received, waiting until there are COUNT."
   (let ((buffer (process-buffer ob-chat-ai-test-server))
@@ -73,12 +92,14 @@
                              (length requests) count))
       (while (progn
                (setq requests
-                     (mapcar (lambda (line)
-                               (json-parse-string line :object-type 'alist
-                                                  :null-object nil))
-                             (split-string (with-current-buffer buffer
-                                             (buffer-string))
-                                           "\n" t)))
+                     (seq-remove
+                      (lambda (request) (assq 'control request))
+                      (mapcar (lambda (line)
+                                (json-parse-string line :object-type 'alist
+                                                   :null-object nil))
+                              (split-string (with-current-buffer buffer
+                                              (buffer-string))
+                                            "\n" t))))
                (< (length requests) (or count 0)))
         (accept-process-output ob-chat-ai-test-server 0.05)))
     requests))
@@ -112,6 +133,7 @@ auth-source are hidden, and $OPENAI_BASE_URL is the server's."
          (ob-chat-ai-helper-command
           (list ob-chat-ai-test-python "-m" "chat_ai_helper" "--serve")))
      (ignore base-url)
+     (ob-chat-ai-test-control "hold")
      (with-current-buffer (process-buffer ob-chat-ai-test-server)
        (erase-buffer))
      (with-temp-buffer
@@ -631,11 +653,12 @@ Run *this*:
 
 (ert-deftest ob-chat-ai-test-format-org-converts-as-it-streams ()
   (ob-chat-ai-test-async
-      (format "* Notes\n#+begin_src chat-ai :model slow :format org :results drawer\n%s\n#+end_src\n"
+      (format "* Notes\n#+begin_src chat-ai :model held :format org :results drawer\n%s\n#+end_src\n"
               (ob-chat-ai-test-escaped ob-chat-ai-test-markdown))
     (ob-chat-ai-test-execute "^#\\+begin_src")
     (ob-chat-ai-test-wait-for ": ** Plan")
     (should-not (string-search "#+RESULTS" (buffer-string)))
+    (ob-chat-ai-test-release)
     (should (string-suffix-p (concat "#+RESULTS:\n" ob-chat-ai-test-markdown-as-org)
                              (ob-chat-ai-test-idle)))))
 
@@ -891,22 +914,24 @@ is the server running?"))))
   (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabcdefghijkl\n#+end_src\n"
     (ob-chat-ai-test-execute "chat-ai")
     (should (equal (buffer-string) "#+begin_src chat-ai :model slow\nabcdefghijkl\n#+end_src\n"))
-    (should (string-match-p "#\\+end_src\n: chat-ai: waiting for slow\\.\\.\\.  \\[0s, 0 chars\\]\n\\'"
+    (should (string-match-p "#\\+end_src\n: chat-ai: waiting for slow\\.\\.\\.  \\[[0-9]+s, 0 chars\\]\n\\'"
                             (ob-chat-ai-test-shown)))
     (should (= 1 (length ob-chat-ai--jobs)))
     (should (string-suffix-p "#+RESULTS:\n: abcdefghijkl\n" (ob-chat-ai-test-idle)))))
 
 (ert-deftest ob-chat-ai-test-async-text-grows-in-place ()
-  (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabc\ndef\nghi\n#+end_src\n\nAfter.\n"
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model held\nabc\ndef\nghi\njkl\n#+end_src\n\nAfter.\n"
     (ob-chat-ai-test-execute "chat-ai")
     (ob-chat-ai-test-wait-for "\n: abc")
     (should-not (string-search "waiting for" (ob-chat-ai-test-shown)))
+    (ob-chat-ai-test-wait-for "\n: def")
+    (should-not (string-search ": ghi" (ob-chat-ai-test-shown)))
     (should (string-suffix-p "\n\nAfter.\n" (ob-chat-ai-test-shown)))
-    (when ob-chat-ai--jobs
-      (goto-char (point-min))
-      (should-not (string-search "abc" (buffer-substring (search-forward "#+end_src")
-                                                         (point-max)))))
-    (should (string-suffix-p "#+RESULTS:\n: abc\n: def\n: ghi\n\nAfter.\n"
+    (goto-char (point-min))
+    (should-not (string-search "abc" (buffer-substring (search-forward "#+end_src")
+                                                       (point-max))))
+    (ob-chat-ai-test-release)
+    (should (string-suffix-p "#+RESULTS:\n: abc\n: def\n: ghi\n: jkl\n\nAfter.\n"
                              (ob-chat-ai-test-idle)))))
 
 (ert-deftest ob-chat-ai-test-async-goes-through-babel-result-handling ()
@@ -948,7 +973,7 @@ you sent no key. (the server failed; try again later)\n"
              (ob-chat-ai-test-idle)))))
 
 (ert-deftest ob-chat-ai-test-async-cancel-keeps-the-text-marked-incomplete ()
-  (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabcdefghijklmnopqrstuvwxyz\n#+end_src\n"
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model held\nabcdefghijklmnopqrstuvwxyz\n#+end_src\n"
     (ob-chat-ai-test-execute "chat-ai")
     (ob-chat-ai-test-wait-for ": abcdef")
     (goto-char (point-min))
@@ -995,27 +1020,27 @@ second reply
 "))))
 
 (ert-deftest ob-chat-ai-test-async-execute-buffer-runs-blocks-at-once ()
-  (ob-chat-ai-test-async "#+begin_src chat-ai :model slow
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model held
 one
 #+end_src
 
-#+begin_src chat-ai :model slow
+#+begin_src chat-ai :model held
 two
 #+end_src
 "
     (org-babel-execute-buffer)
-    ;; Whether the first reply is in before the second block starts is
-    ;; up to the machine's speed; that both are sent is not.
-    (should (= 2 (length (ob-chat-ai-test-received 2))))
+    (should (= 2 (length ob-chat-ai--jobs)))
+    (should (= 2 (length (ob-chat-ai-process-open-requests))))
+    (ob-chat-ai-test-release)
     (should (equal (ob-chat-ai-test-idle)
-                   "#+begin_src chat-ai :model slow
+                   "#+begin_src chat-ai :model held
 one
 #+end_src
 
 #+RESULTS:
 : one
 
-#+begin_src chat-ai :model slow
+#+begin_src chat-ai :model held
 two
 #+end_src
 
@@ -1024,16 +1049,18 @@ two
 "))))
 
 (ert-deftest ob-chat-ai-test-async-edits-during-the-stream-stay ()
-  (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabcdefghijklmnopqr\n#+end_src\n"
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model held\nabcdefghijklmnopqr\n#+end_src\n"
     (ob-chat-ai-test-execute "chat-ai")
     (ob-chat-ai-test-wait-for ": abc")
     (goto-char (point-min))
     (insert "A line typed above.\n")
     (goto-char (point-max))
     (insert "\nA line typed below.\n")
+    (should ob-chat-ai--jobs)
+    (ob-chat-ai-test-release)
     (should (equal (ob-chat-ai-test-idle)
                    "A line typed above.
-#+begin_src chat-ai :model slow
+#+begin_src chat-ai :model held
 abcdefghijklmnopqr
 #+end_src
 
@@ -1044,9 +1071,10 @@ A line typed below.
 "))))
 
 (ert-deftest ob-chat-ai-test-async-deleted-block-drops-the-request ()
-  (ob-chat-ai-test-async "Before.\n#+begin_src chat-ai :model slow\nabcdefghijklmnopqrstuvwxyz\n#+end_src\nAfter.\n"
+  (ob-chat-ai-test-async "Before.\n#+begin_src chat-ai :model held\nabcdefghijklmnopqrstuvwxyz\n#+end_src\nAfter.\n"
     (ob-chat-ai-test-execute "chat-ai")
     (ob-chat-ai-test-wait-for ": abc")
+    (should ob-chat-ai--jobs)
     (goto-char (point-min))
     (forward-line)
     (delete-region (point) (progn (re-search-forward "^After") (match-beginning 0)))
@@ -1057,9 +1085,10 @@ A line typed below.
   (let ((ob-chat-ai-async 'always)
         (process-environment (cons "CHAT_AI_TEST_DELAY=0.2" process-environment))
         (other (generate-new-buffer "other")))
-    (ob-chat-ai-test-with-org "#+begin_src chat-ai :model slow\nabcdefghijklmnop\n#+end_src\n"
+    (ob-chat-ai-test-with-org "#+begin_src chat-ai :model held\nabcdefghijklmnop\n#+end_src\n"
       (ob-chat-ai-test-execute "chat-ai")
       (ob-chat-ai-test-wait-for ": abc")
+      (should ob-chat-ai--jobs)
       (kill-buffer (current-buffer))
       (ob-chat-ai-test-wait (lambda () (null (ob-chat-ai-process-open-requests))))
       (should-not ob-chat-ai--jobs))
@@ -1142,7 +1171,7 @@ quiet
 
 (ert-deftest ob-chat-ai-test-cancelling-one-block-leaves-the-other-streaming ()
   (ob-chat-ai-test-async "* One
-#+begin_src chat-ai :model slow
+#+begin_src chat-ai :model held
 abcdefghijklmnopqrstuvwxyz
 #+end_src
 
@@ -1157,6 +1186,7 @@ the other block
     (goto-char (point-min))
     (re-search-forward "chat-ai")
     (ob-chat-ai-cancel)
+    (ob-chat-ai-test-release)
     (let ((text (ob-chat-ai-test-idle)))
       (should (string-match-p "cancelled; the reply is incomplete\\]\n\n\\* Two" text))
       (should (string-suffix-p "#+RESULTS:\n: the other block\n" text)))
@@ -1164,7 +1194,7 @@ the other block
 
 (ert-deftest ob-chat-ai-test-one-helper-per-request-when-asked ()
   (let ((ob-chat-ai-persistent-helper nil))
-    (ob-chat-ai-test-async "#+begin_src chat-ai :model slow\nabcdefghijklmnopqrstuvwxyz\n#+end_src\n"
+    (ob-chat-ai-test-async "#+begin_src chat-ai :model held\nabcdefghijklmnopqrstuvwxyz\n#+end_src\n"
       (when (process-live-p ob-chat-ai--helper)
         (kill-process ob-chat-ai--helper)
         (ob-chat-ai-test-wait (lambda () (null ob-chat-ai--helper))))
@@ -1714,21 +1744,22 @@ this request for [0-9]+ seconds; it was dropped" result))
   "A block after the one that runs, which a reply must never touch.")
 
 (ert-deftest ob-chat-ai-test-rerun-while-streaming-keeps-one-whole-reply ()
-  (ob-chat-ai-test-async (concat "#+begin_src chat-ai :model slow\n" ob-chat-ai-test-long-body
+  (ob-chat-ai-test-async (concat "#+begin_src chat-ai :model held\n" ob-chat-ai-test-long-body
                                  "\n#+end_src\n" ob-chat-ai-test-next-block)
     (ob-chat-ai-test-execute "chat-ai")
     (ob-chat-ai-test-wait-for ": line 01")
     (should ob-chat-ai--jobs)
     (ob-chat-ai-test-execute "chat-ai")
     (should (= 1 (length ob-chat-ai--jobs)))
+    (ob-chat-ai-test-release)
     (should (equal (ob-chat-ai-test-idle)
-                   (concat "#+begin_src chat-ai :model slow\n" ob-chat-ai-test-long-body
+                   (concat "#+begin_src chat-ai :model held\n" ob-chat-ai-test-long-body
                            "\n#+end_src\n\n#+RESULTS:\n: " ob-chat-ai-test-long-body "\n"
                            ob-chat-ai-test-next-block)))
     (should (= 2 (length (ob-chat-ai-test-received 2))))))
 
 (ert-deftest ob-chat-ai-test-revert-and-undo-mid-stream-touch-only-the-result ()
-  (let* ((text (concat "#+begin_src chat-ai :model slow\n" ob-chat-ai-test-long-body
+  (let* ((text (concat "#+begin_src chat-ai :model held\n" ob-chat-ai-test-long-body
                        "\n#+end_src\n" ob-chat-ai-test-next-block))
          (file (make-temp-file "chat-ai" nil ".org" text)))
     (ob-chat-ai-test-async ""
@@ -1746,8 +1777,9 @@ this request for [0-9]+ seconds; it was dropped" result))
               (undo-boundary)
               (let ((last-command nil)) (undo))
               (should ob-chat-ai--jobs)
+              (ob-chat-ai-test-release)
               (should (equal (ob-chat-ai-test-idle)
-                             (concat "#+begin_src chat-ai :model slow\n"
+                             (concat "#+begin_src chat-ai :model held\n"
                                      ob-chat-ai-test-long-body
                                      "\n#+end_src\n\n#+RESULTS:\n: "
                                      ob-chat-ai-test-long-body "\n"
@@ -1757,7 +1789,7 @@ this request for [0-9]+ seconds; it was dropped" result))
           (delete-file file))))))
 
 (ert-deftest ob-chat-ai-test-one-undo-removes-the-whole-reply ()
-  (ob-chat-ai-test-async (concat "#+begin_src chat-ai :model slow\n" ob-chat-ai-test-long-body "\n#+end_src\n\n#+RESULTS:\n: old\n\nBelow.\n")
+  (ob-chat-ai-test-async (concat "#+begin_src chat-ai :model held\n" ob-chat-ai-test-long-body "\n#+end_src\n\n#+RESULTS:\n: old\n\nBelow.\n")
     (buffer-enable-undo)
     (ob-chat-ai-test-execute "chat-ai")
     (undo-boundary)
@@ -1766,10 +1798,11 @@ this request for [0-9]+ seconds; it was dropped" result))
     (insert "typed meanwhile\n")
     (undo-boundary)
     (should ob-chat-ai--jobs)
+    (ob-chat-ai-test-release)
     (should (string-search (concat ": " ob-chat-ai-test-long-body "\n") (ob-chat-ai-test-idle)))
     (let ((last-command nil)) (undo))
     (should (equal (buffer-string)
-                   (concat "#+begin_src chat-ai :model slow\n" ob-chat-ai-test-long-body "\n#+end_src\n\n#+RESULTS:\n: old\n\nBelow.\ntyped meanwhile\n")))))
+                   (concat "#+begin_src chat-ai :model held\n" ob-chat-ai-test-long-body "\n#+end_src\n\n#+RESULTS:\n: old\n\nBelow.\ntyped meanwhile\n")))))
 
 (defconst ob-chat-ai-test-structured-reply
   (concat "Before\n:end:\n* Heading\n#+RESULTS:\n:PROPERTIES:\n"
@@ -1848,12 +1881,13 @@ two
     (should-not (string-search "#+RESULTS[" (buffer-string)))
     (ob-chat-ai-test-run)
     (should (= 2 (length (ob-chat-ai-test-received 2)))))
-  (ob-chat-ai-test-async (concat "#+begin_src chat-ai :model slow :cache yes\n" ob-chat-ai-test-long-body "\n#+end_src\n")
+  (ob-chat-ai-test-async (concat "#+begin_src chat-ai :model held :cache yes\n" ob-chat-ai-test-long-body "\n#+end_src\n")
     (ob-chat-ai-test-execute "chat-ai")
     (ob-chat-ai-test-wait-for ": line 01")
     (should-not (string-search "#+RESULTS" (buffer-string)))
     (ob-chat-ai-cancel)
     (should-not (string-search "#+RESULTS[" (ob-chat-ai-test-idle)))
+    (ob-chat-ai-test-release)
     (ob-chat-ai-test-execute "chat-ai")
     (should (string-search "#+RESULTS[" (ob-chat-ai-test-idle)))
     (ob-chat-ai-test-execute "chat-ai")
@@ -2315,7 +2349,7 @@ hello from other
 
 (ert-deftest ob-chat-ai-test-narrowing-mid-stream-keeps-the-reply ()
   (ob-chat-ai-test-async "* A
-#+begin_src chat-ai :model slow
+#+begin_src chat-ai :model held
 abcdefghijkl
 #+end_src
 
@@ -2327,11 +2361,13 @@ notes
     (ob-chat-ai-test-wait-for ": abc")
     (re-search-forward "^\\* B")
     (org-narrow-to-subtree)
+    (should ob-chat-ai--jobs)
+    (ob-chat-ai-test-release)
     (ob-chat-ai-test-idle)
     (should (equal (buffer-string) "* B\nnotes\n"))
     (widen)
     (should (equal (buffer-string) "* A
-#+begin_src chat-ai :model slow
+#+begin_src chat-ai :model held
 abcdefghijkl
 #+end_src
 
@@ -2453,13 +2489,14 @@ Said: $answer
                            (buffer-string)))))
 
 (ert-deftest ob-chat-ai-test-async-placeholder-counts-the-thinking ()
-  (ob-chat-ai-test-async "#+begin_src chat-ai :model reasoning_content
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model held-reasoning_content
 A question long enough to think about for a while
 #+end_src
 "
     (ob-chat-ai-test-execute "chat-ai")
     (ob-chat-ai-test-wait-for ": chat-ai: thinking… ")
     (should (string-match-p ": chat-ai: thinking… [0-9,]+ chars" (ob-chat-ai-test-shown)))
+    (ob-chat-ai-test-release)
     (should (string-suffix-p
              "#+RESULTS:\n: A question long enough to think about for a while\n"
              (ob-chat-ai-test-idle)))))
