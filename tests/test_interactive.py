@@ -1,7 +1,8 @@
 """C-c C-c in a real interactive Emacs (``emacs -nw`` under tmux), as a person uses it.
 
-The reply streams slowly from the loopback server while keys typed after
-C-c C-c show up at once: Emacs is not waiting for the model.
+The loopback server holds the reply halfway (model ``held``) until the
+test releases it, while keys typed after C-c C-c show up: Emacs is not
+waiting for the model, however fast or slow the machine.
 """
 
 from __future__ import annotations
@@ -78,12 +79,11 @@ def open_in_emacs(notes: Path) -> Terminal:
 
 @pytest.fixture
 def terminal_emacs(
-    server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: LoopbackServer, tmp_path: Path
 ) -> Iterator[tuple[Terminal, Path]]:
-    monkeypatch.setenv("CHAT_AI_TEST_DELAY", "0.15")
     notes = tmp_path / "notes.org"
     notes.write_text(
-        f"#+begin_src chat-ai :model slow :base-url {server.base_url}\n"
+        f"#+begin_src chat-ai :model held :base-url {server.base_url}\n"
         + "\n".join(LINES)
         + "\n#+end_src\n\n* Notes\n",
         encoding="utf-8",
@@ -101,7 +101,7 @@ def results(screen: str) -> list[str]:
 
 
 def test_reply_streams_while_the_user_keeps_typing(
-    terminal_emacs: tuple[Terminal, Path],
+    terminal_emacs: tuple[Terminal, Path], server: LoopbackServer
 ) -> None:
     terminal, notes = terminal_emacs
     terminal.wait_for(lambda s: "#+begin_src chat-ai" in s, "the Org file")
@@ -121,6 +121,7 @@ def test_reply_streams_while_the_user_keeps_typing(
     )
     assert LINES[-1] not in results(streaming)
 
+    server.release()
     finished = "#+begin_example\n" + "\n".join(LINES) + "\n#+end_example\n"
     terminal.wait_for(
         lambda s: finished in s and "chat-ai[" not in s,
@@ -194,12 +195,11 @@ NEXT_BLOCK = "#+name: next\n#+begin_src emacs-lisp\n(+ 1 2)\n#+end_src\n"
 
 
 def test_rerun_edit_save_and_undo_while_a_reply_streams(
-    server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: LoopbackServer, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("CHAT_AI_TEST_DELAY", "0.3")
     notes = tmp_path / "notes.org"
     block = (
-        f"#+begin_src chat-ai :model slow :base-url {server.base_url}\n"
+        f"#+begin_src chat-ai :model held :base-url {server.base_url}\n"
         + "\n".join(LINES)
         + "\n#+end_src\n\n"
     )
@@ -234,6 +234,7 @@ def test_rerun_edit_save_and_undo_while_a_reply_streams(
             + NEXT_BLOCK
             + "\n* Notes\ntyped below\n"
         )
+        server.release()
 
         finished = "#+begin_example\n" + "\n".join(LINES) + "\n#+end_example\n"
         terminal.wait_for(
@@ -298,13 +299,12 @@ def test_errors_stay_in_the_echo_area(server: LoopbackServer, tmp_path: Path) ->
 
 
 def test_execute_buffer_asks_a_session_in_order(
-    server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: LoopbackServer, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("CHAT_AI_TEST_DELAY", "0.15")
     notes = tmp_path / "session.org"
     notes.write_text(
         "* Trip\n:PROPERTIES:\n"
-        f":header-args:chat-ai: :session trip :model slow :base-url {server.base_url}\n"
+        f":header-args:chat-ai: :session trip :model held :base-url {server.base_url}\n"
         ":END:\n"
         "#+begin_src chat-ai\nWhere should I go in May?\n#+end_src\n\n"
         "#+begin_src chat-ai\nHow do I get there?\n#+end_src\n",
@@ -324,6 +324,7 @@ def test_execute_buffer_asks_a_session_in_order(
         terminal.wait_for(lambda s: ": Where" in s, "the first reply streaming")
         assert "waiting for the earlier blocks of session trip..." in terminal.screen()
         assert len(server.received) == 1, "the second block did not wait"
+        server.release()
         terminal.wait_for(
             lambda s: ": How do I get there?" in s and "chat-ai[" not in s,
             "both replies",
