@@ -197,10 +197,13 @@ class Client:
         Connection failures, rate limits and server errors are tried again,
         up to ``request.max_retries`` times, after a wait that doubles each
         time (with jitter) or that the server asks for; running out of
-        quota and other client errors are not.
+        quota and other client errors are not.  A request cancelled before
+        it is sent is not sent.
         """
         data = request.payload()
         for attempt in range(request.max_retries + 1):
+            if cancel.is_set:
+                raise Cancelled("cancelled")
             last = attempt == request.max_retries
             try:
                 response = self._session(request.base_url).post(

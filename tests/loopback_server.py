@@ -328,7 +328,13 @@ class Handler(BaseHTTPRequestHandler):
         if model in ("cut", "stream-error"):
             pieces = pieces[:2]
         if model == "hang":
-            self.send_event({"model": model, "choices": [chunk(0, {"content": "…"})]})
+            try:
+                self.send_event(
+                    {"model": model, "choices": [chunk(0, {"content": "…"})]}
+                )
+            except ConnectionError:
+                self.count_hang_up()
+                return
             self.wait_for_hang_up()
             return
         thoughts = (
@@ -379,12 +385,19 @@ class Handler(BaseHTTPRequestHandler):
         self.connection.settimeout(30)
         try:
             hung_up = self.rfile.read(1) == b""
+        except ConnectionError:
+            hung_up = True
         except OSError:
             hung_up = False
         self.close_connection = True
         if hung_up:
-            with self.server.lock:
-                self.server.hung_up += 1
+            self.count_hang_up()
+
+    def count_hang_up(self) -> None:
+        """Count a client that closed the connection before the reply ended."""
+        self.close_connection = True
+        with self.server.lock:
+            self.server.hung_up += 1
 
     def wait_for_release(self) -> bool:
         """Wait until the test releases held answers; False if the client left first.

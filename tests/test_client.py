@@ -9,8 +9,8 @@ import pytest
 from conftest import TEST_KEY
 from loopback_server import LoopbackServer
 
-from chat_ai_helper.client import Client, Delta, Done, Event
-from chat_ai_helper.errors import APIError, NetworkError, StreamError
+from chat_ai_helper.client import Cancel, Client, Delta, Done, Event
+from chat_ai_helper.errors import APIError, Cancelled, NetworkError, StreamError
 from chat_ai_helper.request import ChatRequest
 
 HARD_TEXT = (
@@ -178,3 +178,19 @@ def test_one_connection_serves_request_after_request(server: LoopbackServer) -> 
         assert text_of(list(client.complete(request))) == "again"
     client.close()
     assert server.connections == 1
+
+
+def test_a_request_cancelled_before_it_is_sent_never_reaches_the_server(
+    server: LoopbackServer,
+) -> None:
+    cancel = Cancel()
+    cancel()
+    request = ChatRequest(
+        body={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+        base_url=server.base_url,
+        api_key=TEST_KEY,
+        timeout=10,
+    )
+    with pytest.raises(Cancelled):
+        list(Client().complete(request, cancel=cancel))
+    assert server.received == []
