@@ -167,6 +167,40 @@ And its colours?
           ("assistant" "A test pattern.")
           ("user" "And its colours?")))))))
 
+;; Before: only links in earlier bodies were sent again; an earlier
+;; block's :image and :file header args were lost from the history.
+(ert-deftest ob-chat-ai-test-files-a-session-keeps-earlier-header-arg-files ()
+  (ob-chat-ai-test-in-folder
+    (make-directory "in")
+    (ob-chat-ai-test-write "in/x.png" ob-chat-ai-test-png)
+    (with-temp-file "notes.txt" (insert "line one\n"))
+    (ob-chat-ai-test-with-org
+        "#+begin_src chat-ai :model m :session s :dir in :image x.png :detail high
+What is this?
+#+end_src
+
+#+RESULTS:
+: A test pattern.
+
+#+begin_src chat-ai :model m :session s :file notes.txt
+And these notes?
+#+end_src
+"
+      (ob-chat-ai-test-run-last)
+      (should
+       (equal
+        (ob-chat-ai-test-messages-sent)
+        `(("user"
+           [((type . "text") (text . "What is this?"))
+            ((type . "image_url")
+             (image_url (url . ,(ob-chat-ai-test-data-url "image/png"
+                                                          ob-chat-ai-test-png))
+                        (detail . "high")))])
+          ("assistant" "A test pattern.")
+          ("user"
+           [((type . "text") (text . "And these notes?"))
+            ((type . "text") (text . "notes.txt:\n```txt\nline one\n```"))])))))))
+
 ;;;; The legacy completions endpoint
 
 (defun ob-chat-ai-test-sorted (object)
