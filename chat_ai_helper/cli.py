@@ -210,7 +210,9 @@ def _other_endpoint(prompt: str, args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--endpoint images needs --output FILE (-O FILE)")
     body: dict[str, Any] = {"prompt": prompt}
     if args.attach:
-        body["image"] = [os.path.abspath(name) for name in args.attach]
+        body["image"] = [
+            name if "://" in name else os.path.abspath(name) for name in args.attach
+        ]
     return {
         "endpoint": "images",
         "output": os.path.abspath(args.output),

@@ -511,4 +511,6 @@ def _images_route(body: dict[str, Any], output: Any) -> tuple[str, str]:
             raise ConfigError("mask needs an image to edit", "mask")
         return ENDPOINTS["images"][0], output
     image_paths(body["image"], "image")
+    if "mask" in body:
+        image_paths(body["mask"], "mask")
     return EDITS_PATH, output

@@ -344,6 +344,25 @@ Give [[file:in.png]] a hat.
         (should (equal (alist-get 'filename (aref (alist-get 'mask form) 0))
                        "mask.png"))))))
 
+(ert-deftest ob-chat-ai-test-images-edit-of-a-remote-image-is-refused-in-one-line ()
+  (ob-chat-ai-test-in-folder
+    (ob-chat-ai-test-write "mask.png" ob-chat-ai-test-png)
+    (dolist (block '("#+begin_src chat-ai :endpoint images :image https://example.com/cat.png
+Add a hat.
+#+end_src
+"
+                     "#+begin_src chat-ai :endpoint images :file hat.png
+Give [[https://example.com/cat.png][the cat]] a hat.
+#+end_src
+"))
+      (ob-chat-ai-test-with-org block
+        (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
+                       "chat-ai: https://example.com/cat.png: the images endpoint \
+edits local files, not URLs; download the image and give its path"))
+        (should (string-suffix-p "#+end_src\n" (buffer-string)))
+        (should-not (ob-chat-ai-test-received))
+        (should-not (file-exists-p "hat.png"))))))
+
 (ert-deftest ob-chat-ai-test-images-in-the-background-are-linked-too ()
   (ob-chat-ai-test-in-folder
     (ob-chat-ai-test-with-org
