@@ -245,7 +245,12 @@ def _print_reply(
     err: IO[str],
     reasoning: bool = False,
 ) -> None:
-    """Stream the reply to ENVELOPE to OUT; the thinking to ERR when REASONING."""
+    """Stream the reply to ENVELOPE to OUT; the thinking to ERR when REASONING.
+
+    The first choice's thinking streams as it comes; with several
+    choices, each later one's follows on ERR, headed ``[choice N
+    thinking]``, as its answer is written to OUT.
+    """
     from chat_ai_helper.client import Client, Delta, Reasoning, Retry, retry_line
     from chat_ai_helper.request import parse_request
     from chat_ai_helper.usage import UsageLog, meter_for
@@ -255,6 +260,7 @@ def _print_reply(
     meter = meter_for("cli", request, envelope)
     client = Client()
     others: dict[int, str] = {}
+    other_thoughts: dict[int, str] = {}
     ended_with_newline = True
     thought = ""
     try:
@@ -278,6 +284,9 @@ def _print_reply(
                     err.write(event.text)
                     err.flush()
                     thought = event.text
+                elif reasoning:
+                    text = other_thoughts.get(event.choice, "") + event.text
+                    other_thoughts[event.choice] = text
             elif isinstance(event, Retry):
                 err.write(f"chat-ai: {retry_line(event)}\n")
                 err.flush()
@@ -285,9 +294,19 @@ def _print_reply(
                 for name in event.files or []:
                     out.write(name + "\n")
                 log.end(meter, "done", usage=event.usage, model=event.model)
-                for index in sorted(others):
-                    out.write(f"\n\n[choice {index + 1}]\n{others[index]}")
-                    ended_with_newline = others[index].endswith("\n")
+                if thought and not thought.endswith("\n"):
+                    err.write("\n")
+                for index in sorted(others.keys() | other_thoughts.keys()):
+                    if other_thoughts.get(index):
+                        out.flush()
+                        err.write(
+                            f"[choice {index + 1} thinking]\n"
+                            f"{other_thoughts[index].rstrip()}\n"
+                        )
+                        err.flush()
+                    text = others.get(index, "")
+                    out.write(f"\n\n[choice {index + 1}]\n{text}")
+                    ended_with_newline = text.endswith("\n")
                 if not ended_with_newline:
                     out.write("\n")
                 out.flush()

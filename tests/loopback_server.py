@@ -297,9 +297,11 @@ class Handler(BaseHTTPRequestHandler):
             self.wait_for_hang_up()
             return
         if model in ("reasoning_content", "reasoning"):
-            for piece in split_reply(model, thinking):
-                self.send_event({"model": model, "choices": [chunk(0, {model: piece})]})
-                time.sleep(delay)
+            for i in range(len(texts)):
+                for piece in split_reply(model, thinking):
+                    choice = chunk(i, {model: piece})
+                    self.send_event({"model": model, "choices": [choice]})
+                    time.sleep(delay)
         for i, piece in pieces:
             self.send_event({"model": model, "choices": [chunk(i, {"content": piece})]})
             if model == "slow":
