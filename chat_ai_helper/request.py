@@ -176,6 +176,20 @@ def _messages(name: str, value: Any) -> Any:
     return value
 
 
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+"""The reasoning efforts the chat completions API accepts."""
+
+
+def _reasoning_effort(name: str, value: Any) -> Any:
+    if value not in REASONING_EFFORTS:
+        raise ConfigError(
+            f"{name} must be one of {', '.join(REASONING_EFFORTS)}, "
+            f"not {shown(value)}",
+            name,
+        )
+    return value
+
+
 FIELDS: dict[str, Checker] = {
     "model": _name,
     "messages": _messages,
@@ -192,7 +206,7 @@ FIELDS: dict[str, Checker] = {
     "user": _string,
     "seed": _integer(-(2**63)),
     "response_format": _response_format,
-    "reasoning_effort": _string,
+    "reasoning_effort": _reasoning_effort,
     "store": _boolean,
     "metadata": _metadata,
     "stream_options": _object,

@@ -321,6 +321,8 @@ hi
   (dolist (case '((":temperature hot"
                    "chat-ai: :temperature must be a number from 0 to 2, not \"hot\"")
                   (":n 0" "chat-ai: :n must be a whole number from 1 to 128, not 0")
+                  (":reasoning-effort extreme"
+                   "chat-ai: :reasoning-effort must be one of none, minimal, low, medium, high, xhigh, max, not \"extreme\"")
                   (":stream maybe"
                    "chat-ai: :stream must be yes or no, not maybe")
                   (":logit-bias {oops" "chat-ai: :logit-bias is not valid JSON")
