@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="any request field; VALUE is read as JSON when it parses "
-        "(-o n=2 -o stop='[\"###\"]')",
+        "(-o n=2 -o stop='[\"###\"]'); with --endpoint images, -o FILE "
+        "without = is --output FILE",
     )
     parser.add_argument(
         "--reasoning",
@@ -206,6 +207,11 @@ def _other_endpoint(prompt: str, args: argparse.Namespace) -> dict[str, Any]:
         if args.attach:
             raise ConfigError("--attach is for chat and images, not completions")
         return {"endpoint": "completions", "body": {"prompt": prompt, "stream": True}}
+    files = [option for option in args.option if "=" not in option]
+    if not args.output and len(files) == 1:
+        # chat-ai -e images -o out.png: a file, as no request field can be.
+        args.output = files[0]
+        args.option.remove(files[0])
     if not args.output:
         raise ConfigError("--endpoint images needs --output FILE (-O FILE)")
     body: dict[str, Any] = {"prompt": prompt}

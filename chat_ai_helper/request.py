@@ -183,8 +183,7 @@ REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 def _reasoning_effort(name: str, value: Any) -> Any:
     if value not in REASONING_EFFORTS:
         raise ConfigError(
-            f"{name} must be one of {', '.join(REASONING_EFFORTS)}, "
-            f"not {shown(value)}",
+            f"{name} must be one of {', '.join(REASONING_EFFORTS)}, not {shown(value)}",
             name,
         )
     return value

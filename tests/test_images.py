@@ -192,6 +192,15 @@ def test_cli_images_generation_and_edit(server: LoopbackServer, tmp_path: Path) 
         "chat-ai: https://example.com/in.png: the images endpoint edits local files, "
         "not URLs; download the image and give its path\n"
     )
+    result = cli("--endpoint", "images", "-o", "hokusai.png", "-o", "n=1", "a cat")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == f"{tmp_path / 'hokusai.png'}\n"
+    assert server.received[-1]["body"]["n"] == 1
+    result = cli("-e", "images", "-o", "a.png", "-o", "b.png", "a dog")
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        "chat-ai: --endpoint images needs --output FILE (-O FILE)\n"
+    )
     result = cli("-e", "images", "a dog")
     assert result.returncode == 2
     assert result.stderr.decode() == (
