@@ -446,7 +446,7 @@ def parse_request(
         if path == EDITS_PATH:
             form = edit_form(body, boundary)[0]
     if (
-        endpoint == "chat"
+        endpoint in ("chat", "completions")
         and body.get("stream") is True
         and "stream_options" not in body
         and route.provider.api in USAGE_IN_STREAMS

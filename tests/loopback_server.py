@@ -261,6 +261,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_event({"model": model, "choices": [choice]})
         final = {"index": 0, "text": "", "finish_reason": finish_reason(model)}
         self.send_event({"model": model, "choices": [final]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": len(text), "completion_tokens": len(text)}
+            usage["total_tokens"] = 2 * len(text)
+            self.send_event({"model": model, "choices": [], "usage": usage})
         self.send_chunk(b"data: [DONE]\n\n")
         self.send_chunk(b"")
 

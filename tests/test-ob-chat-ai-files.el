@@ -222,6 +222,8 @@ Once upon a time
                        `((echo . :false) (max_tokens . 50) (model . "m")
                          (prompt . "Once upon a time") (stop . "###")
                          (stream . ,(if (equal stream "yes") t :false))
+                         ,@(and (equal stream "yes")
+                                '((stream_options (include_usage . t))))
                          (suffix . " The end.") (temperature . 0.5))))))))
 
 (ert-deftest ob-chat-ai-test-completions-endpoint-refuses-chat-only-args ()
