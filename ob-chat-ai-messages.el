@@ -185,11 +185,11 @@ when its reply is in" where))
                          (and answer (list (cons "assistant" answer)))))))))
     (cons turns system)))
 
-(defun ob-chat-ai-messages--with-header-files (turns params)
-  "Return TURNS, an earlier block's, with the files its PARAMS add.
-The files of its :image and :file header args join its last user
-turn, which becomes content parts, as when that block ran: its
-links resolve in the Org file's directory, its header args in its
+(defun ob-chat-ai-messages--with-header-files (pairs params)
+  "Return PAIRS, the roles and contents of an earlier block, with its files.
+The files of the :image and :file header args in its PARAMS join its
+last user turn, which becomes content parts, as when that block ran:
+its links resolve in the Org file's directory, its header args in its
 own :dir, and its :detail applies."
   (let* ((dir (cdr (assq :dir params)))
          (default-directory (if dir
@@ -197,9 +197,9 @@ own :dir, and its :detail applies."
                               default-directory))
          (extra (ob-chat-ai-files-header-parts params))
          (last (car (last (seq-filter (lambda (turn) (equal (car turn) "user"))
-                                      turns)))))
+                                      pairs)))))
     (if (not (and extra last))
-        turns
+        pairs
       (mapcar (lambda (turn)
                 (if (not (eq turn last))
                     turn
@@ -212,7 +212,7 @@ own :dir, and its :detail applies."
                                        `(((type . "text") (text . ,content)))
                                      content)
                                    extra)))))
-              turns))))
+              pairs))))
 
 (defun ob-chat-ai-messages-session (params)
   "Return the name of the :session in PARAMS, or nil when there is none."
