@@ -2443,12 +2443,13 @@ Why?
 Where?
 #+end_src
 " results)
-          (goto-char (point-min))
-          (re-search-forward "^#\\+begin_src chat-ai")
-          (org-babel-execute-src-block)
-          (when async
-            (ob-chat-ai-test-wait
-             (lambda () (not (string-search "chat-ai: " (ob-chat-ai-test-shown))))))
+          (unwind-protect
+              (progn
+                (goto-char (point-min))
+                (re-search-forward "^#\\+begin_src chat-ai")
+                (org-babel-execute-src-block)
+                (ob-chat-ai-test-idle))
+            (ob-chat-ai-cancel-all))
           (should (equal (cons results (ob-chat-ai-test-result-of "^#\\+begin_src"))
                          (cons results expected)))
           (goto-char (point-min))
