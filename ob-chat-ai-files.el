@@ -179,7 +179,8 @@ The links in each user turn become parts; the files of :image and
                            messages)))))
     (mapcar
      (lambda (message)
-       (if (not (equal (alist-get 'role message) "user"))
+       (if (not (and (equal (alist-get 'role message) "user")
+                     (stringp (alist-get 'content message))))
            message
          (let* ((content (ob-chat-ai-files-content
                           (alist-get 'content message) directory detail))

@@ -51,7 +51,8 @@
 (defun ob-chat-ai-images-fields (prompt params)
   "Return the request fields of an images request for PROMPT and PARAMS.
 The image links in PROMPT and the files of :image are the images to
-edit, :mask the mask; the rest of PROMPT is the prompt."
+edit, :mask the mask; the rest of PROMPT is the prompt.  Remote
+images are passed on as URLs, for the helper to refuse in its words."
   (let* ((content (ob-chat-ai-files-content
                    prompt (ob-chat-ai-files--document-directory)))
          (parts (append (if (stringp content)
@@ -63,15 +64,19 @@ edit, :mask the mask; the rest of PROMPT is the prompt."
                                          (equal (alist-get 'type part) "text"))
                                        parts)
                            " "))
-         (images (delq nil (mapcar (lambda (part) (alist-get 'path part)) parts)))
-         (mask (ob-chat-ai--param params :mask)))
-    (when (seq-find (lambda (part) (equal (alist-get 'type part) "image_url")) parts)
-      (ob-chat-ai--user-error "The images endpoint edits local images only, not URLs"))
+         (images (delq nil (mapcar (lambda (part)
+                                     (or (alist-get 'path part)
+                                         (alist-get 'url (alist-get 'image_url part))))
+                                   parts)))
+         (mask (ob-chat-ai--param params :mask))
+         (mask (and mask (format "%s" mask))))
     (when (and mask (not images))
       (ob-chat-ai--user-error ":mask needs an image to edit (:image or a link)"))
     `((prompt . ,(string-trim words))
       ,@(and images `((image . ,(vconcat images))))
-      ,@(and mask `((mask . ,(expand-file-name (format "%s" mask))))))))
+      ,@(and mask `((mask . ,(if (string-match-p "\\`https?://" mask)
+                                 mask
+                               (expand-file-name mask))))))))
 
 (defun ob-chat-ai-images-output (body params)
   "Return the envelope field naming where the images of PARAMS go.

@@ -39,6 +39,7 @@
 (require 'seq)
 (require 'subr-x)
 (require 'ob-chat-ai-reply)
+(require 'ob-chat-ai-files)
 
 ;;;; Turns in a block
 
@@ -172,15 +173,46 @@ when its reply is in" where))
                  first nil))
          (setq turns
                (append turns
-                       (ob-chat-ai-messages-block-turns
-                        (if (org-babel-noweb-p params :eval)
-                            (org-babel-expand-noweb-references info)
-                          (nth 1 info))
+                       (ob-chat-ai-messages--with-header-files
+                        (ob-chat-ai-messages-block-turns
+                         (if (org-babel-noweb-p params :eval)
+                             (org-babel-expand-noweb-references info)
+                           (nth 1 info))
+                         params)
                         params)
                        (let ((answer (and result (not busy) (not unfinished)
                                           (ob-chat-ai-reply-answer result))))
                          (and answer (list (cons "assistant" answer)))))))))
     (cons turns system)))
+
+(defun ob-chat-ai-messages--with-header-files (pairs params)
+  "Return PAIRS, the roles and contents of an earlier block, with its files.
+The files of the :image and :file header args in its PARAMS join its
+last user turn, which becomes content parts, as when that block ran:
+its links resolve in the Org file's directory, its header args in its
+own :dir, and its :detail applies."
+  (let* ((dir (cdr (assq :dir params)))
+         (default-directory (if dir
+                                (file-name-as-directory (expand-file-name dir))
+                              default-directory))
+         (extra (ob-chat-ai-files-header-parts params))
+         (last (car (last (seq-filter (lambda (turn) (equal (car turn) "user"))
+                                      pairs)))))
+    (if (not (and extra last))
+        pairs
+      (mapcar (lambda (turn)
+                (if (not (eq turn last))
+                    turn
+                  (let ((content (ob-chat-ai-files-content
+                                  (cdr turn)
+                                  (ob-chat-ai-files--document-directory)
+                                  (ob-chat-ai-files-detail params))))
+                    (cons "user"
+                          (vconcat (if (stringp content)
+                                       `(((type . "text") (text . ,content)))
+                                     content)
+                                   extra)))))
+              pairs))))
 
 (defun ob-chat-ai-messages-session (params)
   "Return the name of the :session in PARAMS, or nil when there is none."

@@ -127,15 +127,40 @@ Return nil when nothing is left."
                                             (alist-get 'text event)))
                                      events)))))
 
+(defconst ob-chat-ai-reply--unfoldable-results
+  '("org" "html" "latex" "code" "pp" "table" "vector" "list" "scalar"
+    "verbatim" "file")
+  "The :results words that leave no room in the buffer for a folded block.")
+
 (defun ob-chat-ai-reply-shows-reasoning-p (params)
   "Return non-nil if PARAMS want the thinking in the result, before the answer.
 That is with :reasoning yes, for a result that goes in the buffer as
-it is: a result that is silent or none (as for :var), that :post rewrites or
-that :cache keeps holds the answer alone."
-  (and (ob-chat-ai--yes-p params :reasoning)
-       (not (seq-intersection '("silent" "none") (cdr (assq :result-params params))))
-       (not (ob-chat-ai--param params :post))
-       (not (ob-chat-ai--yes-p params :cache))))
+it is, as Org text: :results drawer or raw, or no format at all (see
+`ob-chat-ai-reply-make-room-for-reasoning').  A result that is silent
+or none (as for :var), that :post rewrites, that :cache keeps for
+others to read back, or that Babel shows as a table, a list, fixed
+width text or in a block of its own holds the answer alone."
+  (let ((results (cdr (assq :result-params params))))
+    (and (ob-chat-ai--yes-p params :reasoning)
+         (not (seq-intersection '("silent" "none") results))
+         (not (ob-chat-ai--param params :post))
+         (not (ob-chat-ai--yes-p params :cache))
+         (or (seq-intersection '("raw" "drawer") results)
+             (not (or (seq-intersection ob-chat-ai-reply--unfoldable-results results)
+                      (ob-chat-ai--param params :wrap)))))))
+
+(defun ob-chat-ai-reply-make-room-for-reasoning (params)
+  "Make Babel put the result of PARAMS in a drawer, if it is to show thinking.
+With :reasoning yes and no :results format, the thinking could only
+show as fixed-width text; in a drawer it is a block Org folds."
+  (let ((cell (assq :result-params params)))
+    (when (and cell
+               (ob-chat-ai-reply-shows-reasoning-p params)
+               (not (seq-intersection '("raw" "drawer") (cdr cell))))
+      ;; Babel reads the same list after this block runs.
+      (if (cdr cell)
+          (nconc (cdr cell) (list "drawer"))
+        (setcdr cell (list "drawer"))))))
 
 (defconst ob-chat-ai--reasoning-block-regexp
   "\\`[ \t]*#\\+begin_reasoning[ \t]*\n\\(?:.*\n\\)*?[ \t]*#\\+end_reasoning[ \t]*\n*"

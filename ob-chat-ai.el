@@ -174,6 +174,8 @@ for the block is cancelled first."
 (defun ob-chat-ai--execute (body params)
   "Run the chat-ai block with BODY and PARAMS: dry run, in the background, or now."
   (ob-chat-ai--check-header-args params)
+  (unless (ob-chat-ai--yes-p params :dry-run)
+    (ob-chat-ai-reply-make-room-for-reasoning params))
   (if (ob-chat-ai--yes-p params :dry-run)
       (ob-chat-ai--dry-run body params)
     (let ((async (ob-chat-ai--async-p params)))

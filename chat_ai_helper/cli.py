@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="any request field; VALUE is read as JSON when it parses "
-        "(-o n=2 -o stop='[\"###\"]')",
+        "(-o n=2 -o stop='[\"###\"]'); with --endpoint images, -o FILE "
+        "without = is --output FILE",
     )
     parser.add_argument(
         "--reasoning",
@@ -206,11 +207,18 @@ def _other_endpoint(prompt: str, args: argparse.Namespace) -> dict[str, Any]:
         if args.attach:
             raise ConfigError("--attach is for chat and images, not completions")
         return {"endpoint": "completions", "body": {"prompt": prompt, "stream": True}}
+    files = [option for option in args.option if "=" not in option]
+    if not args.output and len(files) == 1:
+        # chat-ai -e images -o out.png: a file, as no request field can be.
+        args.output = files[0]
+        args.option.remove(files[0])
     if not args.output:
         raise ConfigError("--endpoint images needs --output FILE (-O FILE)")
     body: dict[str, Any] = {"prompt": prompt}
     if args.attach:
-        body["image"] = [os.path.abspath(name) for name in args.attach]
+        body["image"] = [
+            name if "://" in name else os.path.abspath(name) for name in args.attach
+        ]
     return {
         "endpoint": "images",
         "output": os.path.abspath(args.output),
@@ -243,7 +251,12 @@ def _print_reply(
     err: IO[str],
     reasoning: bool = False,
 ) -> None:
-    """Stream the reply to ENVELOPE to OUT; the thinking to ERR when REASONING."""
+    """Stream the reply to ENVELOPE to OUT; the thinking to ERR when REASONING.
+
+    The first choice's thinking streams as it comes; with several
+    choices, each later one's follows on ERR, headed ``[choice N
+    thinking]``, as its answer is written to OUT.
+    """
     from chat_ai_helper.client import Client, Delta, Reasoning, Retry, retry_line
     from chat_ai_helper.request import parse_request
     from chat_ai_helper.usage import UsageLog, meter_for
@@ -253,6 +266,7 @@ def _print_reply(
     meter = meter_for("cli", request, envelope)
     client = Client()
     others: dict[int, str] = {}
+    other_thoughts: dict[int, str] = {}
     ended_with_newline = True
     thought = ""
     try:
@@ -276,6 +290,9 @@ def _print_reply(
                     err.write(event.text)
                     err.flush()
                     thought = event.text
+                elif reasoning:
+                    text = other_thoughts.get(event.choice, "") + event.text
+                    other_thoughts[event.choice] = text
             elif isinstance(event, Retry):
                 err.write(f"chat-ai: {retry_line(event)}\n")
                 err.flush()
@@ -283,9 +300,19 @@ def _print_reply(
                 for name in event.files or []:
                     out.write(name + "\n")
                 log.end(meter, "done", usage=event.usage, model=event.model)
-                for index in sorted(others):
-                    out.write(f"\n\n[choice {index + 1}]\n{others[index]}")
-                    ended_with_newline = others[index].endswith("\n")
+                if thought and not thought.endswith("\n"):
+                    err.write("\n")
+                for index in sorted(others.keys() | other_thoughts.keys()):
+                    if other_thoughts.get(index):
+                        out.flush()
+                        err.write(
+                            f"[choice {index + 1} thinking]\n"
+                            f"{other_thoughts[index].rstrip()}\n"
+                        )
+                        err.flush()
+                    text = others.get(index, "")
+                    out.write(f"\n\n[choice {index + 1}]\n{text}")
+                    ended_with_newline = text.endswith("\n")
                 if not ended_with_newline:
                     out.write("\n")
                 out.flush()

@@ -38,6 +38,13 @@ def image_paths(value: Any, name: str) -> list[str]:
         or not all(isinstance(p, str) and p for p in paths)
     ):
         raise ConfigError(f"{name} must be a path or a list of paths", name)
+    for path in paths:
+        if path.lower().startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{path}: the images endpoint edits local files, not URLs; "
+                "download the image and give its path",
+                name,
+            )
     return paths
 
 

@@ -176,6 +176,19 @@ def _messages(name: str, value: Any) -> Any:
     return value
 
 
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+"""The reasoning efforts the chat completions API accepts."""
+
+
+def _reasoning_effort(name: str, value: Any) -> Any:
+    if value not in REASONING_EFFORTS:
+        raise ConfigError(
+            f"{name} must be one of {', '.join(REASONING_EFFORTS)}, not {shown(value)}",
+            name,
+        )
+    return value
+
+
 FIELDS: dict[str, Checker] = {
     "model": _name,
     "messages": _messages,
@@ -192,7 +205,7 @@ FIELDS: dict[str, Checker] = {
     "user": _string,
     "seed": _integer(-(2**63)),
     "response_format": _response_format,
-    "reasoning_effort": _string,
+    "reasoning_effort": _reasoning_effort,
     "store": _boolean,
     "metadata": _metadata,
     "stream_options": _object,
@@ -433,7 +446,7 @@ def parse_request(
         if path == EDITS_PATH:
             form = edit_form(body, boundary)[0]
     if (
-        endpoint == "chat"
+        endpoint in ("chat", "completions")
         and body.get("stream") is True
         and "stream_options" not in body
         and route.provider.api in USAGE_IN_STREAMS
@@ -511,4 +524,6 @@ def _images_route(body: dict[str, Any], output: Any) -> tuple[str, str]:
             raise ConfigError("mask needs an image to edit", "mask")
         return ENDPOINTS["images"][0], output
     image_paths(body["image"], "image")
+    if "mask" in body:
+        image_paths(body["mask"], "mask")
     return EDITS_PATH, output

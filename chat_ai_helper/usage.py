@@ -14,6 +14,7 @@ import contextlib
 import fnmatch
 import json
 import os
+import re
 import sqlite3
 import sys
 import threading
@@ -27,65 +28,70 @@ from typing import Any
 from chat_ai_helper.errors import ConfigError
 
 DEFAULT_PRICES: dict[str, dict[str, Any]] = {
-    # USD per million tokens, as the providers' price pages said on the date.
-    "gpt-4o-mini*": {
-        "input": 0.15,
-        "cached": 0.075,
-        "output": 0.60,
-        "date": "2024-07-18",
-        "source": "https://openai.com/api/pricing/",
-    },
-    "gpt-4o*": {
-        "input": 2.50,
-        "cached": 1.25,
+    # USD per million tokens, standard tier, as OpenAI's own model page said
+    # on `date` (the day the page was read).  Only figures read on the
+    # provider's page are here; DeepSeek's are left to prices.json, as its
+    # price depends on the hour of the day (peak and off-peak) since
+    # 2026-08-16 and its older model names were retired.
+    "gpt-5.1": {
+        "input": 1.25,
+        "cached": 0.125,
         "output": 10.00,
-        "date": "2024-10-01",
-        "source": "https://openai.com/api/pricing/",
+        "date": "2026-11-23",
+        "source": "https://developers.openai.com/zh-Hans/api/docs/models/gpt-5.1",
     },
-    "gpt-4.1-mini*": {
-        "input": 0.40,
-        "cached": 0.10,
-        "output": 1.60,
-        "date": "2025-04-14",
-        "source": "https://openai.com/api/pricing/",
+    "gpt-5-mini": {
+        "input": 0.25,
+        "cached": 0.025,
+        "output": 2.00,
+        "date": "2026-11-23",
+        "source": "https://developers.openai.com/ko-KR/api/docs/models/gpt-5-mini",
     },
-    "gpt-4.1*": {
-        "input": 2.00,
-        "cached": 0.50,
-        "output": 8.00,
-        "date": "2025-04-14",
-        "source": "https://openai.com/api/pricing/",
+    "gpt-5-nano": {
+        "input": 0.05,
+        "cached": 0.005,
+        "output": 0.40,
+        "date": "2026-11-23",
+        "source": "https://developers.openai.com/api/docs/models/gpt-5-nano.md",
     },
-    "o3-mini*": {
-        "input": 1.10,
-        "cached": 0.55,
-        "output": 4.40,
-        "date": "2025-01-31",
-        "source": "https://openai.com/api/pricing/",
+    "gpt-4.1-nano": {
+        "input": 0.10,
+        "cached": 0.025,
+        "output": 0.40,
+        "date": "2026-11-23",
+        "source": "https://developers.openai.com/ko-KR/api/docs/models/gpt-4.1-nano",
     },
-    "o1*": {
-        "input": 15.00,
-        "cached": 7.50,
+    "gpt-4-turbo": {
+        "input": 10.00,
+        "output": 30.00,
+        "date": "2026-11-23",
+        "source": "https://developers.openai.com/api/docs/models/gpt-4-turbo.md",
+    },
+    "gpt-4": {
+        "input": 30.00,
         "output": 60.00,
-        "date": "2024-12-17",
-        "source": "https://openai.com/api/pricing/",
+        "date": "2026-11-23",
+        "source": "https://developers.openai.com/api/docs/models/gpt-4.md",
     },
-    "deepseek-chat": {
-        "input": 0.27,
-        "cached": 0.07,
-        "output": 1.10,
-        "date": "2025-02-09",
-        "source": "https://api-docs.deepseek.com/quick_start/pricing",
+    "gpt-3.5-turbo": {
+        "input": 0.50,
+        "output": 1.50,
+        "date": "2026-11-23",
+        "source": "https://developers.openai.com/api/docs/models/gpt-3.5-turbo.md",
     },
-    "deepseek-reasoner": {
-        "input": 0.55,
-        "cached": 0.14,
-        "output": 2.19,
-        "date": "2025-02-09",
-        "source": "https://api-docs.deepseek.com/quick_start/pricing",
+    "gpt-3.5-turbo-instruct": {
+        "input": 1.50,
+        "output": 2.00,
+        "date": "2026-11-23",
+        "source": (
+            "https://developers.openai.com/api/docs/models/gpt-3.5-turbo-instruct.md"
+        ),
     },
 }
 """The helper's own prices, by model name or shell-style pattern."""
+
+SNAPSHOT_DATE = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+"""The date that ends a snapshot's model name."""
 
 COLUMNS = (
     "time",
@@ -137,7 +143,11 @@ def prices_file(environ: Mapping[str, str]) -> Path:
 
 
 def load_prices(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """Return the prices by model or pattern: the user's file's first, then ours."""
+    """Return the prices by model or pattern: the user's file's first, then ours.
+
+    An entry of the user's, a name or a pattern, hides our entries it
+    matches, so that ``gpt-5-*`` in the file prices every GPT-5 model.
+    """
     path = prices_file(environ)
     user: dict[str, dict[str, Any]] = {}
     if path.exists():
@@ -150,13 +160,25 @@ def load_prices(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         user = {
             str(name): price for name, price in data.items() if isinstance(price, dict)
         }
-    return {**user, **{k: v for k, v in DEFAULT_PRICES.items() if k not in user}}
+    shadowed = {
+        name
+        for name in DEFAULT_PRICES
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in user)
+    }
+    return {
+        **user,
+        **{k: v for k, v in DEFAULT_PRICES.items() if k not in shadowed},
+    }
 
 
 def price_for(
     model: str | None, prices: Mapping[str, Mapping[str, Any]]
 ) -> Mapping[str, Any] | None:
-    """Return the price of MODEL: an exact name first, then the first pattern."""
+    """Return the price of MODEL: its exact name, the first pattern, its undated name.
+
+    A dated snapshot (``gpt-5-mini-2025-08-07``) costs what its model
+    costs unless an entry names the snapshot itself.
+    """
     if not model:
         return None
     if model in prices:
@@ -164,7 +186,8 @@ def price_for(
     for pattern, price in prices.items():
         if fnmatch.fnmatchcase(model, pattern):
             return price
-    return None
+    undated = SNAPSHOT_DATE.sub("", model)
+    return prices.get(undated) if undated != model else None
 
 
 def _count(value: Any) -> int:

@@ -292,6 +292,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_event({"model": model, "choices": [choice]})
         final = {"index": 0, "text": "", "finish_reason": finish_reason(model)}
         self.send_event({"model": model, "choices": [final]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": len(text), "completion_tokens": len(text)}
+            usage["total_tokens"] = 2 * len(text)
+            self.send_event({"model": model, "choices": [], "usage": usage})
         self.send_chunk(b"data: [DONE]\n\n")
         self.send_chunk(b"")
 
@@ -338,13 +342,15 @@ class Handler(BaseHTTPRequestHandler):
             self.wait_for_hang_up()
             return
         thoughts = (
-            split_reply(model, thinking)
+            [
+                (i, {model: piece})
+                for i in range(len(texts))
+                for piece in split_reply(model, thinking)
+            ]
             if model in ("reasoning_content", "reasoning")
             else []
         )
-        events = [(0, {model: piece}) for piece in thoughts] + [
-            (i, {"content": piece}) for i, piece in pieces
-        ]
+        events = thoughts + [(i, {"content": piece}) for i, piece in pieces]
         hold_after = ((len(thoughts) or len(events)) + 1) // 2 if held else -1
         if hold_after == 0 and not self.wait_for_release():
             return

@@ -167,6 +167,40 @@ And its colours?
           ("assistant" "A test pattern.")
           ("user" "And its colours?")))))))
 
+;; Before: only links in earlier bodies were sent again; an earlier
+;; block's :image and :file header args were lost from the history.
+(ert-deftest ob-chat-ai-test-files-a-session-keeps-earlier-header-arg-files ()
+  (ob-chat-ai-test-in-folder
+    (make-directory "in")
+    (ob-chat-ai-test-write "in/x.png" ob-chat-ai-test-png)
+    (with-temp-file "notes.txt" (insert "line one\n"))
+    (ob-chat-ai-test-with-org
+        "#+begin_src chat-ai :model m :session s :dir in :image x.png :detail high
+What is this?
+#+end_src
+
+#+RESULTS:
+: A test pattern.
+
+#+begin_src chat-ai :model m :session s :file notes.txt
+And these notes?
+#+end_src
+"
+      (ob-chat-ai-test-run-last)
+      (should
+       (equal
+        (ob-chat-ai-test-messages-sent)
+        `(("user"
+           [((type . "text") (text . "What is this?"))
+            ((type . "image_url")
+             (image_url (url . ,(ob-chat-ai-test-data-url "image/png"
+                                                          ob-chat-ai-test-png))
+                        (detail . "high")))])
+          ("assistant" "A test pattern.")
+          ("user"
+           [((type . "text") (text . "And these notes?"))
+            ((type . "text") (text . "notes.txt:\n```txt\nline one\n```"))])))))))
+
 ;;;; The legacy completions endpoint
 
 (defun ob-chat-ai-test-sorted (object)
@@ -188,6 +222,8 @@ Once upon a time
                        `((echo . :false) (max_tokens . 50) (model . "m")
                          (prompt . "Once upon a time") (stop . "###")
                          (stream . ,(if (equal stream "yes") t :false))
+                         ,@(and (equal stream "yes")
+                                '((stream_options (include_usage . t))))
                          (suffix . " The end.") (temperature . 0.5))))))))
 
 (ert-deftest ob-chat-ai-test-completions-endpoint-refuses-chat-only-args ()
@@ -309,6 +345,25 @@ Give [[file:in.png]] a hat.
                        (base64-encode-string ob-chat-ai-test-png t)))
         (should (equal (alist-get 'filename (aref (alist-get 'mask form) 0))
                        "mask.png"))))))
+
+(ert-deftest ob-chat-ai-test-images-edit-of-a-remote-image-is-refused-in-one-line ()
+  (ob-chat-ai-test-in-folder
+    (ob-chat-ai-test-write "mask.png" ob-chat-ai-test-png)
+    (dolist (block '("#+begin_src chat-ai :endpoint images :image https://example.com/cat.png
+Add a hat.
+#+end_src
+"
+                     "#+begin_src chat-ai :endpoint images :file hat.png
+Give [[https://example.com/cat.png][the cat]] a hat.
+#+end_src
+"))
+      (ob-chat-ai-test-with-org block
+        (should (equal (ob-chat-ai-test-user-error #'ob-chat-ai-test-run)
+                       "chat-ai: https://example.com/cat.png: the images endpoint \
+edits local files, not URLs; download the image and give its path"))
+        (should (string-suffix-p "#+end_src\n" (buffer-string)))
+        (should-not (ob-chat-ai-test-received))
+        (should-not (file-exists-p "hat.png"))))))
 
 (ert-deftest ob-chat-ai-test-images-in-the-background-are-linked-too ()
   (ob-chat-ai-test-in-folder

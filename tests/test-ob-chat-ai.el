@@ -343,6 +343,8 @@ hi
   (dolist (case '((":temperature hot"
                    "chat-ai: :temperature must be a number from 0 to 2, not \"hot\"")
                   (":n 0" "chat-ai: :n must be a whole number from 1 to 128, not 0")
+                  (":reasoning-effort extreme"
+                   "chat-ai: :reasoning-effort must be one of none, minimal, low, medium, high, xhigh, max, not \"extreme\"")
                   (":stream maybe"
                    "chat-ai: :stream must be yes or no, not maybe")
                   (":logit-bias {oops" "chat-ai: :logit-bias is not valid JSON")
@@ -2451,6 +2453,77 @@ Why?
     (should (org-invisible-p))
     (search-forward "#+end_reasoning\n\nWhy?")
     (should-not (org-invisible-p))))
+
+(defun ob-chat-ai-test-result-of (search)
+  "Return the result text, as it is in the buffer, of the block matching SEARCH."
+  (save-excursion
+    (goto-char (point-min))
+    (re-search-forward search)
+    (goto-char (org-babel-where-is-src-block-result))
+    (forward-line)
+    (buffer-substring-no-properties (point) (org-babel-result-end))))
+
+;; Before: with the default results the thinking showed as fixed-width
+;; text, never folded, and a table or list result lost the answer to it.
+(ert-deftest ob-chat-ai-test-reasoning-yes-in-every-results-style ()
+  (dolist (async '(nil always))
+    (let ((ob-chat-ai-async async))
+      (pcase-dolist (`(,results ,expected)
+                     '(("" ":results:\n#+begin_reasoning\nLet me think: Where?\n#+end_reasoning\n\nWhere?\n:end:\n")
+                       (":results output" ":results:\n#+begin_reasoning\nLet me think: Where?\n#+end_reasoning\n\nWhere?\n:end:\n")
+                       (":results verbatim" ": Where?\n")
+                       (":results table" "| Where? |\n")
+                       (":results list" ": - Where?\n")
+                       (":results html" "#+begin_export html\nWhere?\n#+end_export\n")
+                       (":wrap example" "#+begin_example\nWhere?\n#+end_example\n")))
+        (ob-chat-ai-test-with-org
+            (format "#+begin_src chat-ai :model reasoning_content :reasoning yes %s
+Where?
+#+end_src
+" results)
+          (unwind-protect
+              (progn
+                (goto-char (point-min))
+                (re-search-forward "^#\\+begin_src chat-ai")
+                (org-babel-execute-src-block)
+                (ob-chat-ai-test-idle))
+            (ob-chat-ai-cancel-all))
+          (should (equal (cons results (ob-chat-ai-test-result-of "^#\\+begin_src"))
+                         (cons results expected)))
+          (goto-char (point-min))
+          (when (search-forward "Let me think" nil t)
+            (should (org-invisible-p))))))))
+
+(ert-deftest ob-chat-ai-test-reasoning-post-and-cache-see-the-answer-alone ()
+  (ob-chat-ai-test-with-org "#+name: seen
+#+begin_src emacs-lisp :var x=\"\"
+(format \"post saw: %s\" x)
+#+end_src
+
+#+name: cached
+#+begin_src chat-ai :model reasoning_content :reasoning yes :cache yes
+Where?
+#+end_src
+
+#+begin_src chat-ai :model reasoning_content :reasoning yes :post seen(x=*this*)
+Why?
+#+end_src
+
+#+begin_src chat-ai :model m :var answer=cached
+Said: $answer
+#+end_src
+"
+    (org-babel-lob-ingest)
+    (ob-chat-ai-test-execute "chat-ai :model reasoning_content :reasoning yes :cache")
+    (should (equal (ob-chat-ai-test-result-of "^#\\+name: cached") ": Where?\n"))
+    (ob-chat-ai-test-execute ":post seen")
+    (should (equal (ob-chat-ai-test-result-of ":post seen") ": post saw: Why?\n"))
+    (should-not (string-search "Let me think" (buffer-string)))
+    (ob-chat-ai-test-clear-received)
+    (ob-chat-ai-test-execute ":var answer=cached")
+    (should (equal (ob-chat-ai-test-messages-sent
+                    (car (last (ob-chat-ai-test-received 1))))
+                   '(("user" "Said: Where?"))))))
 
 (ert-deftest ob-chat-ai-test-reasoning-stays-out-of-session-history-and-var ()
   (ob-chat-ai-test-with-org "#+name: thinker

@@ -241,6 +241,41 @@ def test_azure_deployment_api_version_and_api_key_header(
     assert "Authorization" not in received["headers"]
 
 
+def test_azure_deployments_serve_images_edits_and_completions(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    azure = {
+        "AZURE_OPENAI_ENDPOINT": server.base_url,
+        "AZURE_OPENAI_API_KEY": TEST_KEY,
+        "OPENAI_API_VERSION": "2025-04-01-preview",
+    }
+    (tmp_path / "in.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))
+    runs = [
+        ("-e", "images", "-m", "painter", "-O", str(tmp_path / "cat.png"), "a cat"),
+        (
+            "-e", "images", "-m", "painter", "-a", str(tmp_path / "in.png"),
+            "-O", str(tmp_path / "hat.png"), "add a hat",
+        ),
+        ("-e", "completions", "-m", "instruct", "def fib(n):"),
+        ("-e", "completions", "-m", "instruct", "--no-stream", "x = 1"),
+    ]  # fmt: skip
+    for args in runs:
+        result = run_cli("-p", "azure", *args, env=azure)
+        assert result.returncode == 0, result.stderr
+    deployments = "/v1/openai/deployments"
+    assert [r["path"] for r in server.received] == [
+        f"{deployments}/painter/images/generations",
+        f"{deployments}/painter/images/edits",
+        f"{deployments}/instruct/completions",
+        f"{deployments}/instruct/completions",
+    ]
+    for received in server.received:
+        assert received["query"] == "api-version=2025-04-01-preview"
+        assert received["headers"]["api-key"] == TEST_KEY
+        assert "Authorization" not in received["headers"]
+    assert (tmp_path / "cat.png").exists() and (tmp_path / "hat.png").exists()
+
+
 def test_azure_v1_endpoint_needs_no_api_version(server: LoopbackServer) -> None:
     result = run_cli(
         "-p", "azure", "-m", "gpt-4o", "hi",

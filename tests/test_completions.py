@@ -25,6 +25,8 @@ def test_a_streamed_completion(server: LoopbackServer) -> None:
     assert text == "Once upon a time The end."
     assert events[-1]["type"] == "done"
     assert events[-1]["finish_reasons"] == ["stop"]
+    text_tokens = len("Once upon a time The end.")
+    assert events[-1]["usage"]["total_tokens"] == 2 * text_tokens
     received = server.received[0]
     assert received["path"] == "/v1/completions"
     assert received["body"] == {
@@ -33,6 +35,7 @@ def test_a_streamed_completion(server: LoopbackServer) -> None:
         "stream": True,
         "suffix": " The end.",
         "echo": False,
+        "stream_options": {"include_usage": True},
     }
 
 

@@ -409,6 +409,11 @@ def _read_until(stream: IO[bytes], wanted: bytes) -> bytes:
         ),
         (["-o", 'stop=["a","b","c","d","e"]'], 'not ["a", "b", "c", "d", "e"]'),
         (["-o", "n=true"], "n must be a whole number from 1 to 128, not true"),
+        (
+            ["-o", "reasoning_effort=extreme"],
+            "reasoning_effort must be one of none, minimal, low, medium, high, "
+            'xhigh, max, not "extreme"',
+        ),
         (["-o", "stream=null"], None),
     ],
 )

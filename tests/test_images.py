@@ -127,6 +127,13 @@ def test_images_fields_and_files_are_checked_before_sending(
         images(server, tmp_path / "a.png", image=str(tmp_path / "gone.png")),
         images(server, tmp_path / "a.png", image=str(tmp_path / "notes.txt")),
         {**images(server, tmp_path / "a.png"), "output": None},
+        images(server, tmp_path / "a.png", image="https://example.com/cat.png"),
+        images(
+            server,
+            tmp_path / "a.png",
+            image=str(tmp_path / "notes.txt"),
+            mask="HTTP://example.com/mask.png",
+        ),
     ]
     events = serve(*({**r, "id": str(i)} for i, r in enumerate(requests)))
     assert sorted(e["message"] for e in events) == sorted(
@@ -138,6 +145,10 @@ def test_images_fields_and_files_are_checked_before_sending(
             f"{tmp_path / 'notes.txt'}: the image must be a PNG, JPEG, GIF "
             "or WebP image",
             "the images endpoint needs output: the file to write the image to",
+            "https://example.com/cat.png: the images endpoint edits local files, "
+            "not URLs; download the image and give its path",
+            "HTTP://example.com/mask.png: the images endpoint edits local files, "
+            "not URLs; download the image and give its path",
         ]
     )
     assert server.received == []
@@ -173,6 +184,23 @@ def test_cli_images_generation_and_edit(server: LoopbackServer, tmp_path: Path) 
     assert server.received[-1]["path"] == "/v1/images/edits"
     assert server.received[-1]["form"]["image"][0]["type"] == "image/jpeg"
     assert (tmp_path / "edit.png").exists()
+    result = cli(
+        "-e", "images", "-a", "https://example.com/in.png", "-O", "x.png", "hi"
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        "chat-ai: https://example.com/in.png: the images endpoint edits local files, "
+        "not URLs; download the image and give its path\n"
+    )
+    result = cli("--endpoint", "images", "-o", "hokusai.png", "-o", "n=1", "a cat")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == f"{tmp_path / 'hokusai.png'}\n"
+    assert server.received[-1]["body"]["n"] == 1
+    result = cli("-e", "images", "-o", "a.png", "-o", "b.png", "a dog")
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        "chat-ai: --endpoint images needs --output FILE (-O FILE)\n"
+    )
     result = cli("-e", "images", "a dog")
     assert result.returncode == 2
     assert result.stderr.decode() == (

@@ -93,3 +93,19 @@ def test_the_cli_hides_thinking_unless_asked(server: LoopbackServer) -> None:
     assert shown.returncode == 0
     assert shown.stdout.decode() == PROMPT + "\n"
     assert f"Let me think: {PROMPT}" in shown.stderr.decode()
+
+
+@pytest.mark.parametrize("stream", [[], ["--no-stream"]])
+def test_the_cli_shows_the_thinking_of_every_choice(
+    server: LoopbackServer, stream: list[str]
+) -> None:
+    shown = run_cli(
+        "--reasoning", "--base-url", server.base_url, "-m", "reasoning_content",
+        "-o", "n=2", *stream, "Why?",
+        env={"OPENAI_API_KEY": TEST_KEY},
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.decode() == "Why?\n\n[choice 2]\nWhy? #2\n"
+    assert shown.stderr.decode() == (
+        "Let me think: Why?\n[choice 2 thinking]\nLet me think: Why?\n"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import sqlite3
@@ -15,7 +16,13 @@ from conftest import TEST_KEY, run_cli
 from loopback_server import LoopbackServer
 from test_protocol import serve
 
-from chat_ai_helper.usage import cost_of, token_counts
+from chat_ai_helper.usage import (
+    DEFAULT_PRICES,
+    cost_of,
+    load_prices,
+    price_for,
+    token_counts,
+)
 
 
 def rows() -> list[dict[str, Any]]:
@@ -182,3 +189,26 @@ def test_cost_counts_cached_and_reasoning_tokens_at_their_prices() -> None:
         (60 * 1.0 + 40 * 0.5 + 20 * 2.0 + 30 * 3.0) / 1_000_000
     )
     assert cost_of(counts, None) is None
+
+
+def test_every_default_price_says_when_and_where_it_was_read() -> None:
+    for model, price in DEFAULT_PRICES.items():
+        assert datetime.date.fromisoformat(price["date"]), model
+        assert price["source"].startswith("https://"), model
+        assert price["input"] > 0 and price["output"] >= price["input"], model
+        assert price.get("cached", price["input"]) <= price["input"], model
+
+
+def test_a_snapshot_costs_its_model_and_a_neighbour_is_not_confused() -> None:
+    prices = load_prices(os.environ)
+    assert price_for("gpt-5-mini-2025-08-07", prices) is DEFAULT_PRICES["gpt-5-mini"]
+    assert price_for("gpt-4.1-nano", prices) is DEFAULT_PRICES["gpt-4.1-nano"]
+    assert price_for("gpt-4o", prices) is None
+    assert price_for("gpt-4-0613", prices) is None
+
+
+def test_the_users_prices_come_before_the_defaults() -> None:
+    write_prices({"gpt-5-*": {"input": 9.0, "output": 9.0}})
+    prices = load_prices(os.environ)
+    assert price_for("gpt-5-nano", prices) == {"input": 9.0, "output": 9.0}
+    assert price_for("gpt-4.1-nano", prices) is DEFAULT_PRICES["gpt-4.1-nano"]
