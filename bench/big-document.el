@@ -8,14 +8,16 @@
 ;;
 ;; - "stream N": N asynchronous blocks whose replies stream at once, run
 ;;   by `org-babel-execute-buffer', while a 10 ms repeating timer notes
-;;   how late it fires: wall seconds, the timer's lateness, and how many
+;;   how late it fires: wall seconds, the timer's lateness, how many
+;;   garbage collections ran and how long they took, and how many
 ;;   blocks ended with the whole reply;
 ;; - "start": the seconds from executing a block to its request line
 ;;   handed to the helper, for block 1 and block 1,000 of a 1,000-block
 ;;   document, and for a block with 100 earlier turns in its :session
 ;;   and one in a fresh session;
 ;; - "big BYTES": one block at the end of BYTES of Org text streaming
-;;   a reply of 5,000 deltas, with the timer's lateness.
+;;   a reply of 5,000 deltas, with the timer's lateness and the garbage
+;;   collections.
 
 ;;; Code:
 
@@ -66,9 +68,11 @@
     (org-mode)
     (dotimes (i count)
       (insert (format "* Question %d\n\n" i)
-              (bench-block "slow" (format "Answer %d: %s" i (make-string 240 ?x)))))
+              (bench-block "slow" (format "Answer %d: %s" i (make-string 110 ?x)))))
     (bench-start-timer)
-    (let ((started (float-time)))
+    (let ((started (float-time))
+          (gcs gcs-done)
+          (gc-time gc-elapsed))
       (org-babel-execute-buffer)
       (bench-wait-for-jobs)
       (cancel-timer bench-timer)
@@ -79,6 +83,8 @@
           (cl-incf answered))
         `((seconds . ,elapsed)
           (lateness . ,(vconcat bench-lateness))
+          (gcs . ,(- gcs-done gcs))
+          (gc-seconds . ,(- gc-elapsed gc-time))
           (answered . ,answered))))))
 
 (defvar bench-sent nil
@@ -153,12 +159,16 @@ and *some* /markup/.\n- an item\n- another\n\n" i i))
     (org-element-cache-reset)
     (org-element-at-point)
     (bench-start-timer)
-    (let ((started (float-time)))
+    (let ((started (float-time))
+          (gcs gcs-done)
+          (gc-time gc-elapsed))
       (org-babel-execute-src-block)
       (bench-wait-for-jobs)
       (cancel-timer bench-timer)
       `((seconds . ,(- (float-time) started))
         (lateness . ,(vconcat bench-lateness))
+        (gcs . ,(- gcs-done gcs))
+        (gc-seconds . ,(- gc-elapsed gc-time))
         (whole . ,(if (string-search "word4999" (buffer-string)) t :false))))))
 
 (let* ((ob-chat-ai-async 'always)

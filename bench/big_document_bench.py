@@ -7,7 +7,8 @@ real batch Emacs for each case, all in the same run:
 1. N asynchronous blocks run by ``org-babel-execute-buffer`` whose replies
    stream at once (model ``slow``: 3-character deltas, paced), for N = 1 and
    N = 200: wall time against N times the one block's (the serial time),
-   the lateness of a 10 ms repeating timer (max and p99), and the most
+   the lateness of a 10 ms repeating timer (max and p99), Emacs' garbage
+   collections meanwhile (a timer cannot fire during one), and the most
    requests the server saw in flight at once.
 2. The cost of starting a block, from executing it to its request line
    handed to the helper: block 1,000 of a 1,000-block document against
@@ -98,6 +99,12 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
+def gc_cell(run: dict[str, Any]) -> str:
+    """Return the garbage collections of RUN and their mean length, for a table."""
+    count = run["gcs"]
+    return f"{count} ({run['gc-seconds'] / count * 1000:.0f})" if count else "0"
+
+
 def table(title: str, header: list[str], rows: list[list[str]]) -> None:
     """Print an Org table with TITLE above it."""
     print(title)
@@ -135,6 +142,7 @@ def many_blocks(server: CountingServer) -> None:
                 f"{run['seconds'] / (one['seconds'] * count):.3f}",
                 ms(percentile(run["lateness"], 0.99)),
                 ms(max(run["lateness"], default=0)),
+                gc_cell(run),
                 str(peak),
             ]
         )
@@ -148,6 +156,7 @@ def many_blocks(server: CountingServer) -> None:
             "wall / serial",
             "timer late p99 (ms)",
             "timer late max (ms)",
+            "GCs (ms each)",
             "peak in flight",
         ],
         rows,
@@ -198,6 +207,7 @@ def big_file(server: CountingServer) -> None:
                 f"{p99 / small_p99:.2f}" if small_p99 else "-",
                 ms(worst),
                 f"{worst / small_max:.2f}" if small_max else "-",
+                gc_cell(run),
             ]
         )
     table(
@@ -210,6 +220,7 @@ def big_file(server: CountingServer) -> None:
             "/ small",
             "timer late max (ms)",
             "/ small",
+            "GCs (ms each)",
         ],
         rows,
     )
@@ -217,7 +228,7 @@ def big_file(server: CountingServer) -> None:
 
 def main() -> None:
     """Measure and print the tables."""
-    os.environ.setdefault("CHAT_AI_TEST_DELAY", "0.02")
+    os.environ.setdefault("CHAT_AI_TEST_DELAY", "0.05")
     server = CountingServer()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     many_blocks(server)
