@@ -361,15 +361,36 @@ ends is read again only when the buffer has changed since."
                          (ob-chat-ai--preview job))))))))
 
 (defun ob-chat-ai--block-end (job)
-  "Return the end of the #+end_src line of JOB's block, or nil when it is gone."
-  (when (ob-chat-ai--job-block-live-p job)
+  "Return the end of the #+end_src line of JOB's block, or nil when it is gone.
+This is looked for in the text, as Org's parser does, not by parsing
+the section around the block: with many replies streaming, that
+would be done for each of them at every change of the buffer."
+  (when (ob-chat-ai--job-block-in-place-p job)
     (save-excursion
       (save-restriction
         (widen)
         (goto-char (ob-chat-ai--job-block job))
-        (goto-char (org-element-property :end (org-element-at-point)))
-        (skip-chars-backward " \t\n")
-        (line-end-position)))))
+        (forward-line)
+        (let ((case-fold-search t))
+          (and (re-search-forward
+                "^[ \t]*#\\+\\(?:\\(end\\)_src[ \t]*$\\|begin_src[ \t]\\)" nil t)
+               (match-beginning 1)
+               (point)))))))
+
+(defun ob-chat-ai--job-block-in-place-p (job)
+  "Return non-nil when a chat-ai #+begin_src line is still where JOB's block was.
+This is the quick look taken while the reply streams;
+`ob-chat-ai--job-block-live-p' asks Org before the reply is put in."
+  (let ((buffer (ob-chat-ai--job-buffer job)))
+    (and buffer
+         (with-current-buffer buffer
+           (save-excursion
+             (save-restriction
+               (widen)
+               (goto-char (ob-chat-ai--job-block job))
+               (let ((case-fold-search t))
+                 (and (bolp)
+                      (looking-at-p "[ \t]*#\\+begin_src[ \t]+chat-ai\\([ \t]\\|$\\)")))))))))
 
 (defun ob-chat-ai--preview (job)
   "Return the preview of JOB's reply as it streams, as fixed-width lines."
@@ -536,7 +557,7 @@ its preview was placed."
                (eql (ob-chat-ai--job-placed job)
                     (buffer-chars-modified-tick buffer)))
           (ob-chat-ai--job-news job)
-        (if (not (ob-chat-ai--job-block-live-p job))
+        (if (not (ob-chat-ai--job-block-in-place-p job))
             (ob-chat-ai-process-cancel (ob-chat-ai--job-request job))
           (ob-chat-ai--job-news job)))))
   (force-mode-line-update t)
