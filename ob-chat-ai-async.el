@@ -107,6 +107,12 @@ whose text is needed at once always wait: during export, for
 (defvar ob-chat-ai--last-end 0
   "When the last finished reply was put in its block, as a float time.")
 
+(defvar ob-chat-ai--ended nil
+  "Finished replies that wait to be put in place, each (JOB . EVENT), first first.")
+
+(defvar ob-chat-ai--ended-timer nil
+  "The timer that puts the next waiting finished reply in place.")
+
 (defconst ob-chat-ai--end-spacing 0.01
   "Seconds left free for other work between putting two finished replies in place.")
 
@@ -453,14 +459,37 @@ While a chat-ai block is being run, wait until it has been; a job
 that was dropped has nothing to put, and ends at once."
   (cond
    ((ob-chat-ai--job-dropped job) (ob-chat-ai--job-end job event))
-   (ob-chat-ai--executing
-    (run-at-time 0.05 nil #'ob-chat-ai--job-finish job event))
-   ;; Many replies ending at once are put in place one at a time,
-   ;; with a pause between them for timers and keys.
-   ((< (float-time) (+ ob-chat-ai--last-end ob-chat-ai--end-spacing))
-    (run-at-time ob-chat-ai--end-spacing nil #'ob-chat-ai--job-finish job event))
-   (t (ob-chat-ai--job-end job event)
-      (setq ob-chat-ai--last-end (float-time)))))
+   ;; Many replies ending at once are put in place one at a time, in
+   ;; the order they came, with a pause between them for timers and keys.
+   ((or ob-chat-ai--executing ob-chat-ai--ended
+        (< (float-time) (+ ob-chat-ai--last-end ob-chat-ai--end-spacing)))
+    (setq ob-chat-ai--ended (nconc ob-chat-ai--ended (list (cons job event))))
+    (ob-chat-ai--schedule-ended))
+   (t (ob-chat-ai--job-end-now job event))))
+
+(defun ob-chat-ai--job-end-now (job event)
+  "End JOB with EVENT now, and note when, for the next reply to wait a little."
+  (unwind-protect (ob-chat-ai--job-end job event)
+    (setq ob-chat-ai--last-end (float-time))))
+
+(defun ob-chat-ai--schedule-ended ()
+  "Arrange for the next waiting finished reply to be put in place soon."
+  (unless ob-chat-ai--ended-timer
+    (setq ob-chat-ai--ended-timer
+          (run-at-time (if ob-chat-ai--executing 0.05 ob-chat-ai--end-spacing) nil
+                       #'ob-chat-ai--put-ended))))
+
+(defun ob-chat-ai--put-ended ()
+  "Put the first waiting finished reply in place, unless a block is being run."
+  (setq ob-chat-ai--ended-timer nil)
+  (if ob-chat-ai--executing
+      (ob-chat-ai--schedule-ended)
+    (let ((next (pop ob-chat-ai--ended)))
+      (unwind-protect
+          (when next
+            (ob-chat-ai--job-end-now (car next) (cdr next)))
+        (when ob-chat-ai--ended
+          (ob-chat-ai--schedule-ended))))))
 
 (defun ob-chat-ai--job-end (job event)
   "End JOB with its final EVENT now: put the finished reply through Babel."
