@@ -456,7 +456,8 @@ in the middle of changing the buffer, and holds positions in it.")
 (defun ob-chat-ai--job-finish (job event)
   "End JOB with its final EVENT: put the finished reply through Babel.
 While a chat-ai block is being run, wait until it has been; a job
-that was dropped has nothing to put, and ends at once."
+that was dropped has nothing to put, and ends at once.  Replies that
+end together wait in `ob-chat-ai--ended' and go in one at a time."
   (cond
    ((ob-chat-ai--job-dropped job) (ob-chat-ai--job-end job event))
    ;; Many replies ending at once are put in place one at a time, in
