@@ -31,6 +31,7 @@ endif
 bench: venv system-deps
 	$(VPY) bench/helper_bench.py
 	$(VPY) bench/stream_bench.py
+	$(VPY) bench/big_document_bench.py
 
 venv: $(VENV)/.installed
 

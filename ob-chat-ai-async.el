@@ -74,6 +74,8 @@ whose text is needed at once always wait: during export, for
   (converter nil :documentation "The Markdown to Org converter, for :format org.")
   (shown nil :documentation "The text shown of the first choice, the last piece first.")
   (shown-at 0 :documentation "When the preview was last drawn, as a float time.")
+  (stale nil :documentation "Non-nil when text came that the preview does not show yet.")
+  (placed nil :documentation "The buffer's modification tick when the preview was placed.")
   (hash nil :documentation "The cache hash Babel gave the block, for a whole reply.")
   (dropped nil :documentation "Non-nil once the job must leave the buffer alone."))
 
@@ -92,6 +94,27 @@ whose text is needed at once always wait: during export, for
 
 (defvar ob-chat-ai--progress-timer nil
   "The timer that updates the progress shown while replies stream.")
+
+(defvar ob-chat-ai--repaint-timer nil
+  "The timer that draws the previews of the replies that have news.")
+
+(defconst ob-chat-ai--repaint-delay 0.05
+  "Seconds between text coming and the previews being drawn.")
+
+(defconst ob-chat-ai--repaint-budget 0.008
+  "Seconds one round of drawing previews may take; the rest wait their turn.")
+
+(defvar ob-chat-ai--last-end 0
+  "When the last finished reply was put in its block, as a float time.")
+
+(defvar ob-chat-ai--ended nil
+  "Finished replies that wait to be put in place, each (JOB . EVENT), first first.")
+
+(defvar ob-chat-ai--ended-timer nil
+  "The timer that puts the next waiting finished reply in place.")
+
+(defconst ob-chat-ai--end-spacing 0.01
+  "Seconds left free for other work between putting two finished replies in place.")
 
 (defun ob-chat-ai--async-p (params)
   "Return non-nil when the block with PARAMS should answer asynchronously."
@@ -274,44 +297,106 @@ earlier request was cancelled."
     (when first
       (push (if converter (ob-chat-ai-convert-feed converter raw) raw)
             (ob-chat-ai--job-shown job))
-      (when (> (- (float-time) (ob-chat-ai--job-shown-at job)) 0.1)
-        (ob-chat-ai--job-show job)))))
+      (ob-chat-ai--job-news job))))
 
 (defun ob-chat-ai--job-reasoning (job event)
   "Add reasoning EVENT to JOB, and count it in the preview until the reply comes."
   (push event (ob-chat-ai--job-thoughts job))
   (cl-incf (ob-chat-ai--job-thought job) (length (alist-get 'text event)))
-  (when (> (- (float-time) (ob-chat-ai--job-shown-at job)) 0.1)
-    (ob-chat-ai--job-show job)))
+  (ob-chat-ai--job-news job))
+
+(defun ob-chat-ai--job-news (job)
+  "Note that JOB's preview is out of date, to be drawn with the others soon.
+Text is not drawn as each event comes: with many replies streaming,
+drawing them all at every event would leave no time for anything else."
+  (setf (ob-chat-ai--job-stale job) t)
+  (unless ob-chat-ai--repaint-timer
+    (setq ob-chat-ai--repaint-timer
+          (run-at-time ob-chat-ai--repaint-delay nil #'ob-chat-ai--repaint))))
+
+(defun ob-chat-ai--repaint-period ()
+  "Return the seconds each preview waits at least between two drawings.
+It grows with the number of replies streaming, so that drawing them
+takes about the same time however many there are."
+  (max 0.1 (* 0.002 (length ob-chat-ai--jobs))))
+
+(defun ob-chat-ai--repaint ()
+  "Draw the out-of-date previews, those drawn longest ago first, for a short while.
+Those that are left, or were drawn too recently, are drawn in a
+later round."
+  (setq ob-chat-ai--repaint-timer nil)
+  (let* ((now (float-time))
+         (deadline (+ now ob-chat-ai--repaint-budget))
+         (due (- now (ob-chat-ai--repaint-period)))
+         (left nil))
+    (dolist (job (sort (seq-filter #'ob-chat-ai--job-stale ob-chat-ai--jobs)
+                       (lambda (a b) (< (ob-chat-ai--job-shown-at a)
+                                        (ob-chat-ai--job-shown-at b)))))
+      (if (and (<= (ob-chat-ai--job-shown-at job) due)
+               (< (float-time) deadline))
+          (ob-chat-ai--job-show job)
+        (setq left t)))
+    (when (and left (not ob-chat-ai--repaint-timer))
+      (setq ob-chat-ai--repaint-timer
+            (run-at-time ob-chat-ai--repaint-delay nil #'ob-chat-ai--repaint)))))
 
 (defun ob-chat-ai--job-show (job)
   "Show the text of JOB so far under its block, without changing the buffer.
 The text is an overlay's: it is not saved, read or undone.  Long
-replies show their end, and long lines are broken."
-  (setf (ob-chat-ai--job-shown-at job) (float-time))
+replies show their end, and long lines are broken.  Where the block
+ends is read again only when the buffer has changed since."
+  (setf (ob-chat-ai--job-shown-at job) (float-time)
+        (ob-chat-ai--job-stale job) nil)
   (let ((buffer (ob-chat-ai--job-buffer job)))
     (when buffer
       (with-current-buffer buffer
         (let ((overlay (ob-chat-ai--job-overlay job))
-              (end (ob-chat-ai--block-end job)))
-          (when end
-            (if overlay
-                (move-overlay overlay (ob-chat-ai--job-block job) end)
-              (setq overlay (make-overlay (ob-chat-ai--job-block job) end nil t nil))
-              (setf (ob-chat-ai--job-overlay job) overlay))
+              (tick (buffer-chars-modified-tick)))
+          (unless (and overlay (overlay-buffer overlay)
+                       (eql (ob-chat-ai--job-placed job) tick))
+            (let ((end (ob-chat-ai--block-end job)))
+              (cond
+               ((not end) (setq overlay nil))
+               (overlay (move-overlay overlay (ob-chat-ai--job-block job) end))
+               (t (setq overlay (make-overlay (ob-chat-ai--job-block job) end nil t nil))
+                  (setf (ob-chat-ai--job-overlay job) overlay)))
+              (when end
+                (setf (ob-chat-ai--job-placed job) tick))))
+          (when overlay
             (overlay-put overlay 'after-string
                          (ob-chat-ai--preview job))))))))
 
 (defun ob-chat-ai--block-end (job)
-  "Return the end of the #+end_src line of JOB's block, or nil when it is gone."
-  (when (ob-chat-ai--job-block-live-p job)
+  "Return the end of the #+end_src line of JOB's block, or nil when it is gone.
+This is looked for in the text, as Org's parser does, not by parsing
+the section around the block: with many replies streaming, that
+would be done for each of them at every change of the buffer."
+  (when (ob-chat-ai--job-block-in-place-p job)
     (save-excursion
       (save-restriction
         (widen)
         (goto-char (ob-chat-ai--job-block job))
-        (goto-char (org-element-property :end (org-element-at-point)))
-        (skip-chars-backward " \t\n")
-        (line-end-position)))))
+        (forward-line)
+        (let ((case-fold-search t))
+          (and (re-search-forward
+                "^[ \t]*#\\+\\(?:\\(end\\)_src[ \t]*$\\|begin_src[ \t]\\)" nil t)
+               (match-beginning 1)
+               (point)))))))
+
+(defun ob-chat-ai--job-block-in-place-p (job)
+  "Return non-nil when a chat-ai #+begin_src line is still where JOB's block was.
+This is the quick look taken while the reply streams;
+`ob-chat-ai--job-block-live-p' asks Org before the reply is put in."
+  (let ((buffer (ob-chat-ai--job-buffer job)))
+    (and buffer
+         (with-current-buffer buffer
+           (save-excursion
+             (save-restriction
+               (widen)
+               (goto-char (ob-chat-ai--job-block job))
+               (let ((case-fold-search t))
+                 (and (bolp)
+                      (looking-at-p "[ \t]*#\\+begin_src[ \t]+chat-ai\\([ \t]\\|$\\)")))))))))
 
 (defun ob-chat-ai--preview (job)
   "Return the preview of JOB's reply as it streams, as fixed-width lines."
@@ -371,10 +456,41 @@ in the middle of changing the buffer, and holds positions in it.")
 (defun ob-chat-ai--job-finish (job event)
   "End JOB with its final EVENT: put the finished reply through Babel.
 While a chat-ai block is being run, wait until it has been; a job
-that was dropped has nothing to put, and ends at once."
-  (if (and ob-chat-ai--executing (not (ob-chat-ai--job-dropped job)))
-      (run-at-time 0.05 nil #'ob-chat-ai--job-finish job event)
-    (ob-chat-ai--job-end job event)))
+that was dropped has nothing to put, and ends at once.  Replies that
+end together wait in `ob-chat-ai--ended' and go in one at a time."
+  (cond
+   ((ob-chat-ai--job-dropped job) (ob-chat-ai--job-end job event))
+   ;; Many replies ending at once are put in place one at a time, in
+   ;; the order they came, with a pause between them for timers and keys.
+   ((or ob-chat-ai--executing ob-chat-ai--ended
+        (< (float-time) (+ ob-chat-ai--last-end ob-chat-ai--end-spacing)))
+    (setq ob-chat-ai--ended (nconc ob-chat-ai--ended (list (cons job event))))
+    (ob-chat-ai--schedule-ended))
+   (t (ob-chat-ai--job-end-now job event))))
+
+(defun ob-chat-ai--job-end-now (job event)
+  "End JOB with EVENT now, and note when, for the next reply to wait a little."
+  (unwind-protect (ob-chat-ai--job-end job event)
+    (setq ob-chat-ai--last-end (float-time))))
+
+(defun ob-chat-ai--schedule-ended ()
+  "Arrange for the next waiting finished reply to be put in place soon."
+  (unless ob-chat-ai--ended-timer
+    (setq ob-chat-ai--ended-timer
+          (run-at-time (if ob-chat-ai--executing 0.05 ob-chat-ai--end-spacing) nil
+                       #'ob-chat-ai--put-ended))))
+
+(defun ob-chat-ai--put-ended ()
+  "Put the first waiting finished reply in place, unless a block is being run."
+  (setq ob-chat-ai--ended-timer nil)
+  (if ob-chat-ai--executing
+      (ob-chat-ai--schedule-ended)
+    (let ((next (pop ob-chat-ai--ended)))
+      (unwind-protect
+          (when next
+            (ob-chat-ai--job-end-now (car next) (cdr next)))
+        (when ob-chat-ai--ended
+          (ob-chat-ai--schedule-ended))))))
 
 (defun ob-chat-ai--job-end (job event)
   "End JOB with its final EVENT now: put the finished reply through Babel."
@@ -462,11 +578,18 @@ block) holds the thinking as text, and stays as it is."
   (set-marker (ob-chat-ai--job-block job) nil))
 
 (defun ob-chat-ai--show-progress ()
-  "Show how far each reply has come; drop those whose block is gone."
+  "Show how far each reply has come; drop those whose block is gone.
+A block is looked for again only when its buffer has changed since
+its preview was placed."
   (dolist (job ob-chat-ai--jobs)
-    (if (not (ob-chat-ai--job-block-live-p job))
-        (ob-chat-ai-process-cancel (ob-chat-ai--job-request job))
-      (ob-chat-ai--job-show job)))
+    (let ((buffer (ob-chat-ai--job-buffer job)))
+      (if (and buffer
+               (eql (ob-chat-ai--job-placed job)
+                    (buffer-chars-modified-tick buffer)))
+          (ob-chat-ai--job-news job)
+        (if (not (ob-chat-ai--job-block-in-place-p job))
+            (ob-chat-ai-process-cancel (ob-chat-ai--job-request job))
+          (ob-chat-ai--job-news job)))))
   (force-mode-line-update t)
   (unless ob-chat-ai--jobs
     (cancel-timer ob-chat-ai--progress-timer)

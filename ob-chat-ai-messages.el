@@ -123,18 +123,68 @@ the :var header args in PARAMS."
   (ob-chat-ai-messages-turns
    (ob-chat-ai-messages-substitute body (org-babel--get-vars params))))
 
+(defvar-local ob-chat-ai-messages--index nil
+  "The chat-ai blocks of this buffer, read once for every change of it.
+It is (TICK . BLOCKS): TICK is `buffer-chars-modified-tick' when the
+buffer was read, BLOCKS a list of (START SESSION BLOCK RESULT) in
+document order, where START is where the block's #+begin_src line
+starts, SESSION the name of its :session or nil, BLOCK the parsed
+block and RESULT the parsed element of its #+RESULTS:, when that
+follows the block, else nil.")
+
+(defun ob-chat-ai-messages--blocks ()
+  "Return the chat-ai blocks of this buffer, as in `ob-chat-ai-messages--index'.
+The buffer is parsed once, not once per block, and again only after
+it has changed."
+  (let ((tick (buffer-chars-modified-tick)))
+    (unless (eql (car ob-chat-ai-messages--index) tick)
+      (setq ob-chat-ai-messages--index (cons tick (ob-chat-ai-messages--read-blocks))))
+    (cdr ob-chat-ai-messages--index)))
+
+(defun ob-chat-ai-messages--read-blocks ()
+  "Return the chat-ai blocks of the whole buffer, read from one parse of it."
+  (let ((blocks nil)
+        (previous nil))
+    (org-with-wide-buffer
+     (org-element-map (org-element-parse-buffer 'element) org-element-all-elements
+       (lambda (element)
+         (when (and previous
+                    (= (org-element-property :begin element)
+                       (org-element-property :end (nth 2 previous)))
+                    (org-element-property :results element))
+           (setf (nth 3 previous) element))
+         (setq previous nil)
+         (when (and (eq (org-element-type element) 'src-block)
+                    (equal (org-element-property :language element) "chat-ai"))
+           (setq previous (list (org-element-property :post-affiliated element)
+                                (ob-chat-ai-messages-session
+                                 (nth 2 (ob-chat-ai-messages--block-info element t)))
+                                element
+                                nil))
+           (push previous blocks))
+         nil)))
+    (nreverse blocks)))
+
+(defun ob-chat-ai-messages--block-info (element &optional no-eval)
+  "Return Babel's information about the parsed block ELEMENT, as at point.
+NO-EVAL is as for `org-babel-get-src-block-info'."
+  (unless (org-element-property :label-fmt element)
+    ;; Without one, Org parses the buffer again at point to find the
+    ;; block's coderef format, which is then the default one.
+    (org-element-put-property element :label-fmt org-coderef-label-format))
+  (save-excursion
+    (goto-char (org-element-property :post-affiliated element))
+    (org-babel-get-src-block-info no-eval element)))
+
 (defun ob-chat-ai-messages-session-blocks (session here)
   "Return where the chat-ai blocks of SESSION before HERE start, in order."
-  (let ((blocks nil))
-    (org-with-wide-buffer
-     (org-babel-map-src-blocks nil
-       (when (and (< beg-block here)
-                  (equal lang "chat-ai")
-                  (equal (ob-chat-ai-messages-session
-                          (nth 2 (org-babel-get-src-block-info 'no-eval)))
-                         session))
-         (push beg-block blocks))))
-    (nreverse blocks)))
+  (mapcar #'car (ob-chat-ai-messages--session-entries session here)))
+
+(defun ob-chat-ai-messages--session-entries (session here)
+  "Return the entries of the index for the blocks of SESSION before HERE, in order."
+  (seq-filter (lambda (entry)
+                (and (< (car entry) here) (equal (nth 1 entry) session)))
+              (ob-chat-ai-messages--blocks)))
 
 (defun ob-chat-ai-messages-history (session here busy-p &optional lenient)
   "Return the conversation so far of SESSION, from the blocks before HERE.
@@ -152,13 +202,14 @@ alone instead, as a preview or a :cache hash may."
         (system nil)
         (first t))
     (org-with-wide-buffer
-     (dolist (block (ob-chat-ai-messages-session-blocks session here))
-       (goto-char block)
-       (let* ((info (org-babel-get-src-block-info))
+     (dolist (entry (ob-chat-ai-messages--session-entries session here))
+       (goto-char (car entry))
+       (let* ((block (car entry))
+              (info (ob-chat-ai-messages--block-info (nth 2 entry)))
               (params (nth 2 info))
               (where (format "The block at line %d, earlier in session %s,"
                              (line-number-at-pos block) session))
-              (result (ob-chat-ai-messages--result))
+              (result (ob-chat-ai-messages--parsed-result entry))
               (busy (funcall busy-p block))
               (unfinished (and result (ob-chat-ai-reply-unfinished result))))
          (unless lenient
@@ -219,6 +270,29 @@ own :dir, and its :detail applies."
   (let ((session (cdr (assq :session params))))
     (and session (not (member session '("" "none"))) (format "%s" session))))
 
+(defun ob-chat-ai-messages--parsed-result (entry)
+  "Return the text of the result of the block of index ENTRY, or nil.
+The result is read from the parsed element when it follows the block,
+as Org's fixed-width lines or a drawer, else found as Babel finds it."
+  (let ((element (nth 3 entry)))
+    (pcase (and (not (org-element-property :name (nth 2 entry)))
+                (org-element-type element))
+      ('fixed-width (org-element-property :value element))
+      ('drawer (ob-chat-ai-messages--drawer-text element))
+      (_ (save-excursion
+           (goto-char (car entry))
+           (ob-chat-ai-messages--result))))))
+
+(defun ob-chat-ai-messages--drawer-text (element)
+  "Return the text in the drawer ELEMENT, without a reasoning block."
+  (let ((begin (org-element-property :contents-begin element)))
+    (if begin
+        (org-unescape-code-in-string
+         (ob-chat-ai--without-reasoning
+          (buffer-substring-no-properties
+           begin (org-element-property :contents-end element))))
+      "")))
+
 (defun ob-chat-ai-messages--result ()
   "Return the text of the result of the block at point, or nil when it has none."
   (let ((where (org-babel-where-is-src-block-result)))
@@ -230,14 +304,7 @@ own :dir, and its :detail applies."
           (pcase (org-element-type element)
             ;; Babel reads "42" as a number: take the text as written.
             ('fixed-width (org-element-property :value element))
-            ('drawer
-             (let ((begin (org-element-property :contents-begin element)))
-               (if begin
-                   (org-unescape-code-in-string
-                    (ob-chat-ai--without-reasoning
-                     (buffer-substring-no-properties
-                      begin (org-element-property :contents-end element))))
-                 "")))
+            ('drawer (ob-chat-ai-messages--drawer-text element))
             (_ (let ((value (org-babel-read-result)))
                  (and (stringp value) value)))))))))
 

@@ -499,6 +499,38 @@ How do I get there?
     (should (equal (nth 2 (ob-chat-ai-test-messages-sent))
                    '("assistant" "Osaka, after all.")))))
 
+(ert-deftest ob-chat-ai-test-session-index-follows-edits-above ()
+  (ob-chat-ai-test-with-org "#+begin_src chat-ai :model m :session s
+First.
+#+end_src
+
+#+RESULTS:
+: One.
+
+#+begin_src chat-ai :model m :session s
+Last.
+#+end_src
+"
+    (ob-chat-ai-test-run-last)
+    (should (equal (ob-chat-ai-test-messages-sent)
+                   '(("user" "First.") ("assistant" "One.") ("user" "Last."))))
+    (goto-char (point-min))
+    (search-forward ": One.\n")
+    (insert "\n#+begin_src chat-ai :model m :session s\nSecond.\n#+end_src\n\n"
+            "#+RESULTS:\n: Two.\n")
+    (with-current-buffer (process-buffer ob-chat-ai-test-server) (erase-buffer))
+    (ob-chat-ai-test-run-last)
+    (should (equal (ob-chat-ai-test-messages-sent)
+                   '(("user" "First.") ("assistant" "One.")
+                     ("user" "Second.") ("assistant" "Two.") ("user" "Last."))))
+    (goto-char (point-min))
+    (search-forward ":session s")
+    (replace-match ":session other")
+    (with-current-buffer (process-buffer ob-chat-ai-test-server) (erase-buffer))
+    (ob-chat-ai-test-run-last)
+    (should (equal (ob-chat-ai-test-messages-sent)
+                   '(("user" "Second.") ("assistant" "Two.") ("user" "Last."))))))
+
 (ert-deftest ob-chat-ai-test-session-from-a-heading-property ()
   (ob-chat-ai-test-with-org "* Thread
 :PROPERTIES:
@@ -920,6 +952,24 @@ is the server running?"))))
                             (ob-chat-ai-test-shown)))
     (should (= 1 (length ob-chat-ai--jobs)))
     (should (string-suffix-p "#+RESULTS:\n: abcdefghijkl\n" (ob-chat-ai-test-idle)))))
+
+(ert-deftest ob-chat-ai-test-async-many-replies-stream-at-once ()
+  (ob-chat-ai-test-async
+      (mapconcat (lambda (i)
+                   (format "* Q%d\n#+begin_src chat-ai :model slow\nreply %d abcdefghijklmnopqr\n#+end_src\n"
+                           i i))
+                 (number-sequence 1 20) "\n")
+    (org-babel-execute-buffer)
+    ;; Text shows under the blocks while they stream, in overlays only.
+    (ob-chat-ai-test-wait
+     (lambda ()
+       (seq-some (lambda (overlay)
+                   (string-match-p "\n: reply [0-9]+ abc" (or (overlay-get overlay 'after-string) "")))
+                 (overlays-in (point-min) (point-max)))))
+    (let ((text (ob-chat-ai-test-idle)))
+      (dolist (i (number-sequence 1 20))
+        (should (string-search (format "#+end_src\n\n#+RESULTS:\n: reply %d abcdefghijklmnopqr\n" i)
+                               text))))))
 
 (ert-deftest ob-chat-ai-test-async-text-grows-in-place ()
   (ob-chat-ai-test-async "#+begin_src chat-ai :model held\nabc\ndef\nghi\njkl\n#+end_src\n\nAfter.\n"

@@ -1,0 +1,241 @@
+"""A big document: many blocks at once, a long document, a long session, a big file.
+
+Run with ``make bench``.  Starts the loopback server (tests/loopback_server.py),
+counting the requests it serves at once, and runs bench/big-document.el in a
+real batch Emacs for each case, all in the same run:
+
+1. N asynchronous blocks run by ``org-babel-execute-buffer`` whose replies
+   stream at once (model ``slow``: 3-character deltas, paced), for N = 1 and
+   N = 200: wall time against N times the one block's (the serial time),
+   the lateness of a 10 ms repeating timer (max and p99), Emacs' garbage
+   collections meanwhile (a timer cannot fire during one), and the most
+   requests the server saw in flight at once.
+2. The cost of starting a block, from executing it to its request line
+   handed to the helper: block 1,000 of a 1,000-block document against
+   block 1, and a block with 100 earlier turns in its ``:session`` against
+   one in a fresh session (medians).
+3. One block at the end of a 10 MB Org file streaming a reply of 5,000
+   deltas, against the same block alone in a small file: timer lateness.
+
+Prints Org tables with the ratios; nothing here is pass/fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from loopback_server import Handler, LoopbackServer  # noqa: E402
+
+ROUNDS = int(os.environ.get("CHAT_AI_BENCH_ROUNDS", "5"))
+MANY = int(os.environ.get("CHAT_AI_BENCH_MANY", "200"))
+BIG = 10_000_000
+HELPER = Path(sys.executable).parent / "chat-ai"
+EMACS_SCRIPT = ROOT / "bench" / "big-document.el"
+
+
+class CountingHandler(Handler):
+    """The loopback server's handler, counting the requests served at once."""
+
+    server: CountingServer
+
+    def do_POST(self) -> None:
+        """Answer one POST, counted as in flight meanwhile."""
+        with self.server.lock:
+            self.server.in_flight += 1
+            self.server.peak = max(self.server.peak, self.server.in_flight)
+        try:
+            super().do_POST()
+        finally:
+            with self.server.lock:
+                self.server.in_flight -= 1
+
+
+class CountingServer(LoopbackServer):
+    """The loopback server, noting the most requests it served at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.RequestHandlerClass = CountingHandler
+        self.in_flight = 0
+        self.peak = 0
+
+
+def run_emacs(server: CountingServer, case: str) -> dict[str, Any]:
+    """Run one CASE of the Emacs script and return what it printed."""
+    server.peak = 0
+    result = subprocess.run(
+        ["emacs", "-Q", "--batch", "-L", str(ROOT), "-l", str(EMACS_SCRIPT)],
+        env={
+            **os.environ,
+            "CHAT_AI_BENCH_URL": server.base_url,
+            "CHAT_AI_BENCH_HELPER": str(HELPER),
+            "CHAT_AI_BENCH_CASE": case,
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def percentile(values: list[float], share: float) -> float:
+    """Return the value below which SHARE of VALUES lie."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0
+
+
+def ms(seconds: float) -> str:
+    """Return SECONDS as milliseconds, for a table."""
+    return f"{seconds * 1000:.1f}"
+
+
+def gc_cell(run: dict[str, Any]) -> str:
+    """Return the garbage collections of RUN and their mean length, for a table."""
+    count = run["gcs"]
+    return f"{count} ({run['gc-seconds'] / count * 1000:.0f})" if count else "0"
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    """Print an Org table with TITLE above it."""
+    print(title)
+    print()
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return (
+            "| "
+            + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+            + " |"
+        )
+
+    print(line(header))
+    print("|" + "+".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print(line(row))
+    print()
+
+
+def many_blocks(server: CountingServer) -> None:
+    """Stream 1 and MANY replies at once and print the table."""
+    rows = []
+    one = run_emacs(server, "stream 1")
+    one_peak = server.peak
+    many = run_emacs(server, f"stream {MANY}")
+    many_peak = server.peak
+    serial = one["seconds"] * MANY
+    for count, run, peak in ((1, one, one_peak), (MANY, many, many_peak)):
+        rows.append(
+            [
+                str(count),
+                f"{run['answered']}/{count}",
+                f"{run['seconds']:.2f}",
+                f"{run['seconds'] / (one['seconds'] * count):.3f}",
+                ms(percentile(run["lateness"], 0.99)),
+                ms(max(run["lateness"], default=0)),
+                gc_cell(run),
+                str(peak),
+            ]
+        )
+    table(
+        f"Replies streaming at once through org-babel-execute-buffer "
+        f"(serial time: {MANY} x one block's, {serial:.1f} s)",
+        [
+            "blocks",
+            "answered",
+            "wall (s)",
+            "wall / serial",
+            "timer late p99 (ms)",
+            "timer late max (ms)",
+            "GCs (ms each)",
+            "peak in flight",
+        ],
+        rows,
+    )
+
+
+def start_cost(server: CountingServer) -> None:
+    """Time starting blocks far down a document and deep in a session."""
+    run = run_emacs(server, f"start {ROUNDS}")
+    median = {name: statistics.median(values) for name, values in run.items()}
+    table(
+        f"Starting a block, until its request line is handed to the helper "
+        f"(median of {ROUNDS})",
+        ["block", "ms", "ratio"],
+        [
+            ["block 1 of 1,000", ms(median["first"]), "1.00"],
+            [
+                "block 1,000 of 1,000",
+                ms(median["thousandth"]),
+                f"{median['thousandth'] / median['first']:.2f}",
+            ],
+            ["a fresh :session", ms(median["fresh"]), "1.00"],
+            [
+                "a :session of 100 turns",
+                ms(median["long"]),
+                f"{median['long'] / median['fresh']:.2f}",
+            ],
+        ],
+    )
+
+
+def big_file(server: CountingServer) -> None:
+    """Stream a long reply at the end of a big file and of a small one."""
+    runs = {size: run_emacs(server, f"big {size}") for size in (0, BIG)}
+    small_max = max(runs[0]["lateness"], default=0)
+    small_p99 = percentile(runs[0]["lateness"], 0.99)
+    rows = []
+    for size, label in ((0, "a small file"), (BIG, "after 10 MB of Org")):
+        run = runs[size]
+        worst = max(run["lateness"], default=0)
+        p99 = percentile(run["lateness"], 0.99)
+        rows.append(
+            [
+                label,
+                "yes" if run["whole"] else "no",
+                f"{run['seconds']:.2f}",
+                ms(p99),
+                f"{p99 / small_p99:.2f}" if small_p99 else "-",
+                ms(worst),
+                f"{worst / small_max:.2f}" if small_max else "-",
+                gc_cell(run),
+            ]
+        )
+    table(
+        "A reply of 5,000 deltas streaming into one block",
+        [
+            "block",
+            "whole reply",
+            "seconds",
+            "timer late p99 (ms)",
+            "/ small",
+            "timer late max (ms)",
+            "/ small",
+            "GCs (ms each)",
+        ],
+        rows,
+    )
+
+
+def main() -> None:
+    """Measure and print the tables."""
+    os.environ.setdefault("CHAT_AI_TEST_DELAY", "0.05")
+    server = CountingServer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    many_blocks(server)
+    start_cost(server)
+    big_file(server)
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
