@@ -244,7 +244,14 @@ def _print_reply(
     reasoning: bool = False,
 ) -> None:
     """Stream the reply to ENVELOPE to OUT; the thinking to ERR when REASONING."""
-    from chat_ai_helper.client import Client, Delta, Reasoning, Retry, retry_line
+    from chat_ai_helper.client import (
+        Client,
+        Delta,
+        Reasoning,
+        Retry,
+        ToolCall,
+        retry_line,
+    )
     from chat_ai_helper.request import parse_request
     from chat_ai_helper.usage import UsageLog, meter_for
 
@@ -279,6 +286,8 @@ def _print_reply(
             elif isinstance(event, Retry):
                 err.write(f"chat-ai: {retry_line(event)}\n")
                 err.flush()
+            elif isinstance(event, ToolCall):
+                continue
             else:
                 for name in event.files or []:
                     out.write(name + "\n")
