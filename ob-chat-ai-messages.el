@@ -177,10 +177,29 @@ when its reply is in" where))
                             (org-babel-expand-noweb-references info)
                           (nth 1 info))
                         params)
+                       (and result (not busy) (not unfinished)
+                            (ob-chat-ai-messages--tool-turns
+                             (ob-chat-ai-reply-tool-records result)))
                        (let ((answer (and result (not busy) (not unfinished)
                                           (ob-chat-ai-reply-answer result))))
                          (and answer (list (cons "assistant" answer)))))))))
     (cons turns system)))
+
+(defun ob-chat-ai-messages--tool-turns (records)
+  "Return the messages that replay each tool call of RECORDS as it was sent.
+Each round is the assistant's message with its calls, then a tool
+message per call; such turns are (:message . MESSAGE)."
+  (let ((turns nil))
+    (dolist (round (seq-group-by #'car records))
+      (setq turns
+            (append turns
+                    (mapcar (lambda (message) (cons :message message))
+                            (ob-chat-ai-tools-messages
+                             (mapcar #'cadr (cdr round))
+                             (mapcar #'caddr (cdr round)))))))
+    turns))
+
+(declare-function ob-chat-ai-tools-messages "ob-chat-ai-tools" (requested values))
 
 (defun ob-chat-ai-messages-session (params)
   "Return the name of the :session in PARAMS, or nil when there is none."
@@ -201,10 +220,12 @@ when its reply is in" where))
             ('drawer
              (let ((begin (org-element-property :contents-begin element)))
                (if begin
-                   (org-unescape-code-in-string
-                    (ob-chat-ai--without-reasoning
-                     (buffer-substring-no-properties
-                      begin (org-element-property :contents-end element))))
+                   (let ((text (buffer-substring-no-properties
+                                begin (org-element-property :contents-end element))))
+                     (concat (ob-chat-ai--tool-blocks text)
+                             (org-unescape-code-in-string
+                              (ob-chat-ai--without-reasoning
+                               (ob-chat-ai--without-tools text)))))
                  "")))
             (_ (let ((value (org-babel-read-result)))
                  (and (stringp value) value)))))))))
