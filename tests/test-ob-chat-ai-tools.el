@@ -235,6 +235,56 @@ parameter label; its parameters are: item, count | left: 2 rows"
                        [((role . "assistant") (content . "Tool results: fig costs 3.0"))
                         ((role . "user") (content . "And now?"))]))))))
 
+;;;; In the background
+
+(ert-deftest ob-chat-ai-test-tools-async-names-the-running-tool-and-keeps-the-document ()
+  (ob-chat-ai-test-async
+      (ob-chat-ai-test-tools-doc ":model tool-call :tools lookup-price"
+                                 "{\"item\": \"plum\"}")
+    (let ((ob-chat-ai-confirm-tools t)
+          (noninteractive nil)
+          (shown nil)
+          (after (substring (buffer-string)
+                            (string-search "Look up the price" (buffer-string)))))
+      (cl-letf (((symbol-function 'read-multiple-choice)
+                 (lambda (_prompt choices &rest _)
+                   (push (ob-chat-ai-test-shown) shown)
+                   (assq ?y choices))))
+        (ob-chat-ai-test-execute "chat-ai")
+        (should (equal (substring (buffer-string) 0 (string-search "Look up" (buffer-string)))
+                       "#+begin_src chat-ai :model tool-call :tools lookup-price
+{\"item\": \"plum\"}
+#+end_src
+
+"))
+        (ob-chat-ai-test-idle))
+      (should (= (length shown) 1))
+      (should (string-search ": chat-ai: running tool lookup-price..." (car shown)))
+      (should (string-search ": Tool results: plum costs 3.0" (ob-chat-ai-test-result-text)))
+      (should (string-search ": #+begin_tool lookup-price {\"item\": \"plum\"} :id call_0_0"
+                             (ob-chat-ai-test-result-text)))
+      (should (string-suffix-p after (buffer-string)))
+      (should (= (length (ob-chat-ai-test-received)) 2)))))
+
+(ert-deftest ob-chat-ai-test-tools-async-cancel-stops-between-calls ()
+  (ob-chat-ai-test-async
+      (ob-chat-ai-test-tools-doc ":model tool-call :tools lookup-price"
+                                 "{\"item\": \"plum\"}")
+    (let ((ob-chat-ai-confirm-tools t)
+          (noninteractive nil))
+      (cl-letf (((symbol-function 'read-multiple-choice)
+                 (lambda (_prompt choices &rest _)
+                   (save-excursion
+                     (goto-char (point-min))
+                     (ob-chat-ai-cancel))
+                   (assq ?y choices))))
+        (ob-chat-ai-test-execute "chat-ai")
+        (ob-chat-ai-test-idle)))
+    (should (= (length (ob-chat-ai-test-received)) 1))
+    (should (string-search ": #+begin_tool lookup-price" (ob-chat-ai-test-result-text)))
+    (should (string-search "[chat-ai: cancelled; the reply is incomplete]"
+                           (ob-chat-ai-test-result-text)))))
+
 (provide 'test-ob-chat-ai-tools)
 
 ;;; test-ob-chat-ai-tools.el ends here
