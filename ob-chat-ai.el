@@ -198,8 +198,13 @@ for the block is cancelled first."
   "Return the prompt that BODY and PARAMS send: BODY, its $variables filled in.
 This is what \\[org-babel-expand-src-block] shows, what tangling
 writes and what :cache hashes, so it is computed here, at once,
-without the helper.  :dry-run yes shows the whole request instead."
-  (ob-chat-ai-messages-substitute body (org-babel--get-vars params)))
+without the helper.  :dry-run yes shows the whole request instead.
+With :tools, the tools array follows, as JSON, after a [tools] line."
+  (let ((prompt (ob-chat-ai-messages-substitute body (org-babel--get-vars params)))
+        (tools (ob-chat-ai-tools-array params)))
+    (if tools
+        (concat prompt "\n\n[tools]\n" (json-serialize tools))
+      prompt)))
 
 (defun ob-chat-ai--dry-run (body params)
   "Return the request that BODY and PARAMS would send, as JSON, keys masked.

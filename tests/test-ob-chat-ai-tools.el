@@ -48,10 +48,10 @@ Its body is PROMPT."
   (format "#+begin_src chat-ai %s\n%s\n#+end_src\n\n%s"
           header-args prompt ob-chat-ai-test-tool-blocks))
 
-(defun ob-chat-ai-test-result-text ()
+(defun ob-chat-ai-test-tools-result ()
   "Return the text of the buffer from the first #+RESULTS: line to the tool blocks."
   (let ((text (buffer-string)))
-    (substring text (string-search "#+RESULTS:" text)
+    (substring text (string-search "#+RESULTS" text)
                (string-search "Look up the price" text))))
 
 (ert-deftest ob-chat-ai-test-tools-array-sent-from-the-blocks ()
@@ -88,7 +88,26 @@ Its body is PROMPT."
     (let ((preview (ob-chat-ai-test-run)))
       (should (string-match-p "\"tools\": \\[" preview))
       (should (string-match-p "\"name\": \"lookup-price\"" preview)))
+    (goto-char (point-min))
+    (re-search-forward "^#\\+begin_src chat-ai")
+    (let ((expanded (org-babel-expand-body:chat-ai
+                     "hi" (nth 2 (org-babel-get-src-block-info)))))
+      (should (string-prefix-p "hi\n\n[tools]\n[{\"type\":\"function\"" expanded))
+      (should (string-search "\"name\":\"lookup-price\"" expanded)))
     (should-not (ob-chat-ai-test-received))))
+
+(ert-deftest ob-chat-ai-test-tools-cache-keeps-the-whole-exchange ()
+  (ob-chat-ai-test-with-org
+      (ob-chat-ai-test-tools-doc ":model tool-call :tools lookup-price :cache yes"
+                                 "{\"item\": \"kiwi\"}")
+    (let ((ob-chat-ai-confirm-tools nil))
+      (ob-chat-ai-test-run)
+      (let ((first (ob-chat-ai-test-tools-result)))
+        (should (string-search "Tool results: kiwi costs 3.0" first))
+        (should (string-match-p "\\`#\\+RESULTS\\[[0-9a-f]+\\]:" first))
+        (ob-chat-ai-test-run)
+        (should (equal (ob-chat-ai-test-tools-result) first))))
+    (should (= (length (ob-chat-ai-test-received)) 2))))
 
 (ert-deftest ob-chat-ai-test-tools-bad-names-are-one-line ()
   (ob-chat-ai-test-with-org
@@ -146,9 +165,9 @@ Return the requests the server received."
 : apple é costs 3.0
 : #+end_tool
 : Tool results: apple é costs 3.0"
-                 (ob-chat-ai-test-result-text)))
+                 (ob-chat-ai-test-tools-result)))
         (should (string-search "Tool results: apple é costs 3.0"
-                               (ob-chat-ai-test-result-text)))))))
+                               (ob-chat-ai-test-tools-result)))))))
 
 (ert-deftest ob-chat-ai-test-tools-two-calls-in-one-turn-and-a-table ()
   (ob-chat-ai-test-with-org
@@ -177,7 +196,7 @@ parameter label; its parameters are: item, count | left: 2 rows"
       (ob-chat-ai-test-tools-doc ":model tool-call :tools broken" "{\"item\": \"gold\"}")
     (ob-chat-ai-test-tool-exchange nil nil)
     (should (string-search "Tool results: Error: No price for gold"
-                           (ob-chat-ai-test-result-text)))))
+                           (ob-chat-ai-test-tools-result)))))
 
 (ert-deftest ob-chat-ai-test-tools-declined-goes-back-to-the-model ()
   (ob-chat-ai-test-with-org
@@ -193,7 +212,7 @@ parameter label; its parameters are: item, count | left: 2 rows"
         (ob-chat-ai-test-run))
       (should (equal asked '("chat-ai: run tool lookup-price {\"item\": \"apple\"}? "))))
     (should (string-search "Tool results: The user declined to run this tool."
-                           (ob-chat-ai-test-result-text)))))
+                           (ob-chat-ai-test-tools-result)))))
 
 (ert-deftest ob-chat-ai-test-tools-batch-with-confirmation-runs-nothing ()
   (ob-chat-ai-test-with-org
@@ -203,8 +222,8 @@ parameter label; its parameters are: item, count | left: 2 rows"
     (should (= (length (ob-chat-ai-test-received)) 1))
     (should (string-search "batch Emacs cannot confirm tool calls \
 (ob-chat-ai-confirm-tools), so none ran"
-                           (ob-chat-ai-test-result-text)))
-    (should-not (string-search "No price" (ob-chat-ai-test-result-text)))))
+                           (ob-chat-ai-test-tools-result)))
+    (should-not (string-search "No price" (ob-chat-ai-test-tools-result)))))
 
 (ert-deftest ob-chat-ai-test-tools-the-round-limit-ends-with-one-line ()
   (ob-chat-ai-test-with-org
@@ -214,7 +233,7 @@ parameter label; its parameters are: item, count | left: 2 rows"
       (should (= (length requests) 3)))
     (should (string-search "[chat-ai: the model still asked for tools after 2 rounds \
 (:max-tool-rounds); stopped]"
-                           (ob-chat-ai-test-result-text)))))
+                           (ob-chat-ai-test-tools-result)))))
 
 (ert-deftest ob-chat-ai-test-tools-a-session-replays-the-calls ()
   (ob-chat-ai-test-with-org
@@ -260,9 +279,9 @@ parameter label; its parameters are: item, count | left: 2 rows"
         (ob-chat-ai-test-idle))
       (should (= (length shown) 1))
       (should (string-search ": chat-ai: running tool lookup-price..." (car shown)))
-      (should (string-search ": Tool results: plum costs 3.0" (ob-chat-ai-test-result-text)))
+      (should (string-search ": Tool results: plum costs 3.0" (ob-chat-ai-test-tools-result)))
       (should (string-search ": #+begin_tool lookup-price {\"item\": \"plum\"} :id call_0_0"
-                             (ob-chat-ai-test-result-text)))
+                             (ob-chat-ai-test-tools-result)))
       (should (string-suffix-p after (buffer-string)))
       (should (= (length (ob-chat-ai-test-received)) 2)))))
 
@@ -281,9 +300,9 @@ parameter label; its parameters are: item, count | left: 2 rows"
         (ob-chat-ai-test-execute "chat-ai")
         (ob-chat-ai-test-idle)))
     (should (= (length (ob-chat-ai-test-received)) 1))
-    (should (string-search ": #+begin_tool lookup-price" (ob-chat-ai-test-result-text)))
+    (should (string-search ": #+begin_tool lookup-price" (ob-chat-ai-test-tools-result)))
     (should (string-search "[chat-ai: cancelled; the reply is incomplete]"
-                           (ob-chat-ai-test-result-text)))))
+                           (ob-chat-ai-test-tools-result)))))
 
 (provide 'test-ob-chat-ai-tools)
 
