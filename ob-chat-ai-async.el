@@ -210,7 +210,8 @@ limit is reached, or when batch Emacs cannot confirm the calls."
   (let ((limit (ob-chat-ai-tools-max-rounds (ob-chat-ai--job-params job)))
         (answers nil))
     (cond
-     ((or (ob-chat-ai--job-stopped job) (not (ob-chat-ai--job-block-live-p job)))
+     ((or (ob-chat-ai--job-stopped job) (ob-chat-ai--job-dropped job)
+          (not (ob-chat-ai--job-block-live-p job)))
       (ob-chat-ai--job-end job '((type . "error") (kind . "cancelled"))))
      ((>= (ob-chat-ai--job-rounds job) limit)
       (setf (ob-chat-ai--job-tools job)

@@ -518,7 +518,7 @@ BODY, its $variables filled in, as the prompt."
   (let ((endpoint (ob-chat-ai--endpoint params)))
     (if (equal endpoint "chat")
         (list (cons 'messages (ob-chat-ai--messages body params)))
-      (dolist (name '(:system :session))
+      (dolist (name '(:system :session :tools))
         (when (and (ob-chat-ai--param params name)
                    (not (equal (ob-chat-ai--param params name) "none")))
           (ob-chat-ai--user-error "%s is for the chat endpoint, not %s"
