@@ -254,6 +254,23 @@ parameter label; its parameters are: item, count | left: 2 rows"
                        [((role . "assistant") (content . "Tool results: fig costs 3.0"))
                         ((role . "user") (content . "And now?"))]))))))
 
+(ert-deftest ob-chat-ai-test-tools-a-session-replays-every-round ()
+  (ob-chat-ai-test-with-org
+      (concat (ob-chat-ai-test-tools-doc
+               ":model tool-loop :session s :tools lookup-price :max-tool-rounds 2"
+               "{\"item\": \"fig\"}")
+              "\n#+begin_src chat-ai :model m :session s\nAnd now?\n#+end_src\n")
+    (ob-chat-ai-test-tool-exchange nil nil)
+    (let ((last (alist-get 'messages (ob-chat-ai-test-body
+                                      (nth 2 (ob-chat-ai-test-received 3))))))
+      (should (= (length last) 5))
+      (goto-char (point-max))
+      (re-search-backward "^#\\+begin_src chat-ai :model m")
+      (org-babel-execute-src-block)
+      (should (equal (alist-get 'messages (ob-chat-ai-test-body
+                                           (nth 3 (ob-chat-ai-test-received 4))))
+                     (vconcat last '(((role . "user") (content . "And now?")))))))))
+
 ;;;; In the background
 
 (ert-deftest ob-chat-ai-test-tools-async-names-the-running-tool-and-keeps-the-document ()
