@@ -39,6 +39,11 @@ in euros.
 #+begin_src emacs-lisp :var item=\"x\"
 (error \"No price for %s\" item)
 #+end_src
+
+#+name: tricky
+#+begin_src emacs-lisp :var item=\"x\"
+(concat \"* \" item \"\\n#+end_tool\\n:end:\\n,#+kept\\n\")
+#+end_src
 "
   "Tool blocks for the tests: a paragraph, a caption, a table default, an error.")
 
@@ -270,6 +275,31 @@ parameter label; its parameters are: item, count | left: 2 rows"
       (should (equal (alist-get 'messages (ob-chat-ai-test-body
                                            (nth 3 (ob-chat-ai-test-received 4))))
                      (vconcat last '(((role . "user") (content . "And now?")))))))))
+
+(ert-deftest ob-chat-ai-test-tools-a-value-stays-inside-its-record-and-replays-exactly ()
+  (dolist (results '("drawer" "replace"))
+    (ob-chat-ai-test-with-org
+        (concat (ob-chat-ai-test-tools-doc
+                 (format ":model tool-call :session s :tools tricky :results %s" results)
+                 "{\"item\": \"fig\"}")
+                "\n#+begin_src chat-ai :model m :session s\nAnd now?\n#+end_src\n")
+      (ob-chat-ai-test-tool-exchange nil nil)
+      (let ((last (alist-get 'messages (ob-chat-ai-test-body
+                                        (nth 1 (ob-chat-ai-test-received 2))))))
+        (should (equal (alist-get 'content (aref last 2))
+                       "* fig\n#+end_tool\n:end:\n,#+kept\n"))
+        (goto-char (point-max))
+        (re-search-backward "^#\\+begin_src chat-ai :model m")
+        (org-babel-execute-src-block)
+        (let ((sent (alist-get 'messages (ob-chat-ai-test-body
+                                           (nth 2 (ob-chat-ai-test-received 3))))))
+          (should (equal (seq-take sent (length last)) last))
+          (should (equal (alist-get 'role (aref sent (length last))) "assistant"))
+          (should (string-prefix-p "Tool results: * fig"
+                                   (alist-get 'content (aref sent (length last)))))
+          (should (equal (aref sent (1+ (length last)))
+                         '((role . "user") (content . "And now?")))))
+        (should (string-search ob-chat-ai-test-tool-blocks (buffer-string)))))))
 
 ;;;; In the background
 
