@@ -301,6 +301,25 @@ parameter label; its parameters are: item, count | left: 2 rows"
                          '((role . "user") (content . "And now?")))))
         (should (string-search ob-chat-ai-test-tool-blocks (buffer-string)))))))
 
+(ert-deftest ob-chat-ai-test-tools-a-shell-block-gets-the-arguments-as-data ()
+  (require 'ob-shell)
+  (ob-chat-ai-test-with-org
+      "#+begin_src chat-ai :model tool-call :tools shout
+{\"word\": \"it's $(echo injected) `id`\"}
+#+end_src
+
+#+name: shout
+#+begin_src shell :var word=\"hi\" :results output
+echo \"$word\" | tr a-z A-Z
+#+end_src
+"
+    (ob-chat-ai-test-tool-exchange nil nil)
+    (should (equal (alist-get 'content
+                              (aref (alist-get 'messages (ob-chat-ai-test-body
+                                                          (nth 1 (ob-chat-ai-test-received 2))))
+                                    2))
+                   "IT'S $(ECHO INJECTED) `ID`\n"))))
+
 ;;;; In the background
 
 (ert-deftest ob-chat-ai-test-tools-async-names-the-running-tool-and-keeps-the-document ()
