@@ -194,7 +194,16 @@ parameter label; its parameters are: item, count | left: 2 rows"
       (should (string-match-p
                ":results:\n#\\+begin_tool lookup-price .*:round 1\n.*\n#\\+end_tool
 #\\+begin_tool stock_count .*:round 1\nleft: 2 rows\n#\\+end_tool\nTool results"
-               (buffer-string))))))
+               (buffer-string)))
+      ;; Each record is folded; the answer shows.
+      (dolist (name '("lookup-price" "stock_count"))
+        (goto-char (point-min))
+        (search-forward (concat "#+begin_tool " name))
+        (should-not (invisible-p (line-beginning-position)))
+        (forward-line)
+        (should (invisible-p (point))))
+      (search-forward "Tool results")
+      (should-not (invisible-p (point))))))
 
 (ert-deftest ob-chat-ai-test-tools-a-failing-tool-sends-its-error ()
   (ob-chat-ai-test-with-org
