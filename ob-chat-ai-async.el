@@ -26,6 +26,7 @@
 (require 'ob-chat-ai-process)
 (require 'ob-chat-ai-convert)
 (require 'ob-chat-ai-reply)
+(require 'ob-chat-ai-tools)
 
 
 ;;;; Customization
@@ -77,6 +78,11 @@ whose text is needed at once always wait: during export, for
   (stale nil :documentation "Non-nil when text came that the preview does not show yet.")
   (placed nil :documentation "The buffer's modification tick when the preview was placed.")
   (hash nil :documentation "The cache hash Babel gave the block, for a whole reply.")
+  (envelope nil :documentation "The request last sent for the block.")
+  (calls nil :documentation "The tool_call events of the reply so far, the last first.")
+  (tools nil :documentation "The records of the tool calls run, then perhaps a note.")
+  (rounds 0 :documentation "How many rounds of tool calls have run.")
+  (stopped nil :documentation "Non-nil once the user has cancelled between tool calls.")
   (dropped nil :documentation "Non-nil once the job must leave the buffer alone."))
 
 (defvar ob-chat-ai--jobs nil
@@ -173,16 +179,11 @@ block was cancelled for this one."
                :body body
                :params params
                :placeholder placeholder
+               :envelope envelope
                :started (float-time)
                :converter (and (ob-chat-ai--org-format-p params)
                                (ob-chat-ai-convert-create (ob-chat-ai--heading-level))))))
-    (setf (ob-chat-ai--job-request job)
-          (ob-chat-ai-process-send
-           envelope
-           :on-delta (lambda (event) (ob-chat-ai--job-delta job event))
-           :on-reasoning (lambda (event) (ob-chat-ai--job-reasoning job event))
-           :on-retry #'ob-chat-ai--report-retry
-           :on-finish (lambda (event) (ob-chat-ai--job-finish job event))))
+    (ob-chat-ai--job-send job)
     (push job ob-chat-ai--jobs)
     (ob-chat-ai--take-back-placeholder job again)
     (add-hook 'kill-buffer-hook #'ob-chat-ai--cancel-buffer-jobs nil t)
@@ -193,6 +194,92 @@ block was cancelled for this one."
       (setq global-mode-string
             (append global-mode-string '((:eval (ob-chat-ai--mode-line))))))
     placeholder))
+
+(defun ob-chat-ai--job-send (job)
+  "Send the envelope of JOB, whose events then go to JOB."
+  (setf (ob-chat-ai--job-request job)
+        (ob-chat-ai-process-send
+         (ob-chat-ai--job-envelope job)
+         :on-delta (lambda (event) (ob-chat-ai--job-delta job event))
+         :on-reasoning (lambda (event) (ob-chat-ai--job-reasoning job event))
+         :on-tool-call (lambda (event) (push event (ob-chat-ai--job-calls job)))
+         :on-retry #'ob-chat-ai--report-retry
+         :on-finish (lambda (event) (ob-chat-ai--job-finish job event)))))
+
+(defun ob-chat-ai--job-tool-round-p (job event)
+  "Return non-nil when final EVENT of JOB asks to run the tools of its block."
+  (and (not (ob-chat-ai--job-dropped job))
+       (equal (alist-get 'type event) "done")
+       (alist-get 'tools (alist-get 'body (ob-chat-ai--job-envelope job)))
+       (ob-chat-ai-tools-calls
+        (list :calls (reverse (ob-chat-ai--job-calls job))))
+       (ob-chat-ai--job-block-live-p job)))
+
+(defun ob-chat-ai--job-next-round (job event)
+  "Run the tools that the reply of JOB, ended by EVENT, asks for, soon.
+The placeholder names them; the block stays busy meanwhile."
+  (let ((calls (ob-chat-ai-tools-calls
+                (list :calls (reverse (ob-chat-ai--job-calls job))))))
+    (setf (ob-chat-ai--job-placeholder job)
+          (format "chat-ai: running tool %s..."
+                  (mapconcat (lambda (call) (alist-get 'name call)) calls ", ")))
+    (ob-chat-ai--job-show job)
+    (run-at-time 0.05 nil #'ob-chat-ai--job-run-tools job calls event)))
+
+(defun ob-chat-ai--job-run-tools (job requested event)
+  "Run the tools REQUESTED by the reply of JOB, ended by EVENT; send the values.
+The job ends instead when it was cancelled meanwhile, when the round
+limit is reached, or when batch Emacs cannot confirm the calls."
+  (let ((limit (ob-chat-ai-tools-max-rounds (ob-chat-ai--job-params job)))
+        (answers nil))
+    (cond
+     ((or (ob-chat-ai--job-stopped job) (ob-chat-ai--job-dropped job)
+          (not (ob-chat-ai--job-block-live-p job)))
+      (ob-chat-ai--job-end job '((type . "error") (kind . "cancelled"))))
+     ((>= (ob-chat-ai--job-rounds job) limit)
+      (setf (ob-chat-ai--job-tools job)
+            (append (ob-chat-ai--job-tools job)
+                    (list (ob-chat-ai-tools-round-limit-note limit))))
+      (ob-chat-ai--job-end job event))
+     ((progn
+        (setq answers
+              (condition-case nil
+                  (with-current-buffer (ob-chat-ai--job-buffer job)
+                    (ob-chat-ai-tools-answer requested (1+ (ob-chat-ai--job-rounds job))))
+                (quit :quit)))
+        (eq answers :quit))
+      (ob-chat-ai--job-end job '((type . "error") (kind . "cancelled"))))
+     ((ob-chat-ai--job-stopped job)
+      (setf (ob-chat-ai--job-tools job)
+            (append (ob-chat-ai--job-tools job) (and (listp answers) answers)))
+      (ob-chat-ai--job-end job '((type . "error") (kind . "cancelled"))))
+     ((stringp answers)
+      (setf (ob-chat-ai--job-tools job)
+            (append (ob-chat-ai--job-tools job) (list answers)))
+      (ob-chat-ai--job-end job event))
+     (t
+      (cl-incf (ob-chat-ai--job-rounds job))
+      (setf (ob-chat-ai--job-tools job) (append (ob-chat-ai--job-tools job) answers)
+            (ob-chat-ai--job-envelope job)
+            (ob-chat-ai-tools-continue
+             (ob-chat-ai--job-envelope job)
+             (ob-chat-ai-tools-messages
+              requested (mapcar (lambda (answer) (nth 2 answer)) answers)))
+            (ob-chat-ai--job-calls job) nil
+            (ob-chat-ai--job-deltas job) nil
+            (ob-chat-ai--job-thoughts job) nil
+            (ob-chat-ai--job-shown job) nil
+            (ob-chat-ai--job-chars job) 0
+            (ob-chat-ai--job-thought job) 0
+            (ob-chat-ai--job-placeholder job)
+            (ob-chat-ai-reply-placeholder
+             (ob-chat-ai--envelope-model (ob-chat-ai--job-envelope job))))
+      (ob-chat-ai--job-show job)
+      (ob-chat-ai--job-send job)))))
+
+(defun ob-chat-ai--envelope-model (envelope)
+  "Return the model that ENVELOPE names, or nil."
+  (alist-get 'model (alist-get 'body envelope)))
 
 (defun ob-chat-ai--after-babel (function &optional instead)
   "Call FUNCTION once Babel has put the result of its current block in place.
@@ -493,7 +580,14 @@ end together wait in `ob-chat-ai--ended' and go in one at a time."
           (ob-chat-ai--schedule-ended))))))
 
 (defun ob-chat-ai--job-end (job event)
-  "End JOB with its final EVENT now: put the finished reply through Babel."
+  "End JOB with its final EVENT now: put the finished reply through Babel.
+A reply that asks to run the block's tools goes on in another round."
+  (if (ob-chat-ai--job-tool-round-p job event)
+      (ob-chat-ai--job-next-round job event)
+    (ob-chat-ai--job-done job event)))
+
+(defun ob-chat-ai--job-done (job event)
+  "End JOB with its final EVENT: put the finished reply through Babel."
   (setq ob-chat-ai--jobs (delq job ob-chat-ai--jobs))
   (unless (ob-chat-ai--job-dropped job)
     (let* ((texts (ob-chat-ai--choice-texts (ob-chat-ai--job-deltas job)
@@ -509,10 +603,12 @@ end together wait in `ob-chat-ai--ended' and go in one at a time."
           texts event params
           (let ((converter (ob-chat-ai--job-converter job)))
             (and converter (ob-chat-ai-convert-level converter)))
-          (ob-chat-ai--choice-thinking (ob-chat-ai--job-thoughts job)))
+          (ob-chat-ai--choice-thinking (ob-chat-ai--job-thoughts job))
+          (ob-chat-ai--job-tools job))
          (ob-chat-ai-reply-complete-p texts event))
-        (when (and (ob-chat-ai--job-thoughts job)
-                   (ob-chat-ai-reply-shows-reasoning-p params))
+        (when (or (ob-chat-ai--job-tools job)
+                  (and (ob-chat-ai--job-thoughts job)
+                       (ob-chat-ai-reply-shows-reasoning-p params)))
           (ob-chat-ai--fold-reasoning (ob-chat-ai--job-block job)))))
       (message "%s" (or echo
                         (format "chat-ai: answered in %.1fs"
@@ -553,7 +649,7 @@ long line goes in an example block, never in fixed-width lines."
             (undo-boundary)))))))
 
 (defun ob-chat-ai--fold-reasoning (block)
-  "Fold the reasoning block at the start of the result of the block at BLOCK.
+  "Fold the tool and reasoning blocks at the start of the result of BLOCK's block.
 A result that Org does not read as Org (fixed-width lines, an example
 block) holds the thinking as text, and stays as it is."
   (with-current-buffer (marker-buffer block)
@@ -565,11 +661,13 @@ block) holds the thinking as text, and stays as it is."
           (forward-line)
           (when (looking-at "[ \t]*:results:[ \t]*$")
             (forward-line))
-          (when (looking-at "[ \t]*#\\+begin_reasoning")
-            (funcall (if (fboundp 'org-fold-hide-block-toggle)
-                         'org-fold-hide-block-toggle
-                       'org-hide-block-toggle)
-                     t t)))))))
+          (let ((case-fold-search t))
+            (while (looking-at "[ \t]*#\\+begin_\\(tool\\|reasoning\\)")
+              (funcall (if (fboundp 'org-fold-hide-block-toggle)
+                           'org-fold-hide-block-toggle
+                         'org-hide-block-toggle)
+                       t t)
+              (goto-char (org-element-property :end (org-element-at-point))))))))))
 
 (defun ob-chat-ai--job-forget (job)
   "Release the marker and the overlay of JOB."
@@ -620,6 +718,7 @@ The text that had come goes in the results, marked as incomplete."
   (let ((job (seq-find #'ob-chat-ai--job-at-point-p ob-chat-ai--jobs)))
     (unless job
       (ob-chat-ai--user-error "No request is running for the block at point"))
+    (setf (ob-chat-ai--job-stopped job) t)
     (ob-chat-ai-process-cancel (ob-chat-ai--job-request job))))
 
 (defun ob-chat-ai--job-at-point-p (job)
@@ -637,7 +736,9 @@ The text that had come goes in the results, marked as incomplete."
   "Cancel every chat-ai request under way."
   (interactive)
   (let ((count (length ob-chat-ai--jobs)))
-    (mapc (lambda (job) (ob-chat-ai-process-cancel (ob-chat-ai--job-request job)))
+    (mapc (lambda (job)
+            (setf (ob-chat-ai--job-stopped job) t)
+            (ob-chat-ai-process-cancel (ob-chat-ai--job-request job)))
           ob-chat-ai--jobs)
     (message "chat-ai: cancelled %d request%s" count (if (= count 1) "" "s"))))
 

@@ -231,6 +231,9 @@ when its reply is in" where))
                            (nth 1 info))
                          params)
                         params)
+                       (and result (not busy) (not unfinished)
+                            (ob-chat-ai-messages--tool-turns
+                             (ob-chat-ai-reply-tool-records result)))
                        (let ((answer (and result (not busy) (not unfinished)
                                           (ob-chat-ai-reply-answer result))))
                          (and answer (list (cons "assistant" answer)))))))))
@@ -265,6 +268,22 @@ own :dir, and its :detail applies."
                                    extra)))))
               pairs))))
 
+(defun ob-chat-ai-messages--tool-turns (records)
+  "Return the messages that replay each tool call of RECORDS as it was sent.
+Each round is the assistant's message with its calls, then a tool
+message per call; such turns are (:message . MESSAGE)."
+  (let ((turns nil))
+    (dolist (round (seq-group-by #'car records))
+      (setq turns
+            (append turns
+                    (mapcar (lambda (message) (cons :message message))
+                            (ob-chat-ai-tools-messages
+                             (mapcar #'cadr (cdr round))
+                             (mapcar #'caddr (cdr round)))))))
+    turns))
+
+(declare-function ob-chat-ai-tools-messages "ob-chat-ai-tools" (requested values))
+
 (defun ob-chat-ai-messages-session (params)
   "Return the name of the :session in PARAMS, or nil when there is none."
   (let ((session (cdr (assq :session params))))
@@ -284,13 +303,15 @@ as Org's fixed-width lines or a drawer, else found as Babel finds it."
            (ob-chat-ai-messages--result))))))
 
 (defun ob-chat-ai-messages--drawer-text (element)
-  "Return the text in the drawer ELEMENT, without a reasoning block."
+  "Return the text in the drawer ELEMENT, its tool records first, without thinking."
   (let ((begin (org-element-property :contents-begin element)))
     (if begin
-        (org-unescape-code-in-string
-         (ob-chat-ai--without-reasoning
-          (buffer-substring-no-properties
-           begin (org-element-property :contents-end element))))
+        (let ((text (buffer-substring-no-properties
+                     begin (org-element-property :contents-end element))))
+          (concat (ob-chat-ai--tool-blocks text)
+                  (org-unescape-code-in-string
+                   (ob-chat-ai--without-reasoning
+                    (ob-chat-ai--without-tools text)))))
       "")))
 
 (defun ob-chat-ai-messages--result ()

@@ -100,6 +100,7 @@ Emacs exits."
   (on-delta nil :documentation "The function to call with each delta event.")
   (on-retry nil :documentation "The function to call with each retry event.")
   (on-reasoning nil :documentation "The function to call with each reasoning event.")
+  (on-tool-call nil :documentation "The function to call with each tool_call event.")
   (on-finish nil :documentation "The function to call with the done or error event.")
   (final nil :documentation "The done or error event, once it has come.")
   (heard nil :documentation "The time the helper last said something about it.")
@@ -139,10 +140,12 @@ the request.")
   "Send ENVELOPE, a request alist, to the helper and return its request.
 CALLBACKS are keyword arguments: :on-delta is called with each
 `delta' event, :on-reasoning with each `reasoning' event (a
-reasoning model's thinking), :on-retry with each `retry' event (the
-helper tries again after a failure), :on-finish with the final event: `done' or
-`error', `preview' for a dry run, `providers' for a providers
-request, `usage' for a usage request.
+reasoning model's thinking), :on-tool-call with each `tool_call'
+event (a whole call of a tool the model asks for), :on-retry with
+each `retry' event (the helper tries again after a failure),
+:on-finish with the final event: `done' or `error', `preview' for
+a dry run, `providers' for a providers request, `usage' for a usage
+request.
 Events are alists with symbol keys, as `json-parse-string' makes them.
 The request goes to the persistent helper, started when needed, or
 to a helper of its own when `ob-chat-ai-persistent-helper' is nil."
@@ -152,6 +155,7 @@ to a helper of its own when `ob-chat-ai-persistent-helper' is nil."
                    :on-delta (plist-get callbacks :on-delta)
                    :on-retry (plist-get callbacks :on-retry)
                    :on-reasoning (plist-get callbacks :on-reasoning)
+                   :on-tool-call (plist-get callbacks :on-tool-call)
                    :on-finish (plist-get callbacks :on-finish)
                    :heard (float-time)
                    :patience (+ (let ((timeout (alist-get 'timeout envelope)))
@@ -424,6 +428,7 @@ delta or retry callback that fails."
              (callback (pcase type
                          ("delta" (ob-chat-ai-request-on-delta request))
                          ("reasoning" (ob-chat-ai-request-on-reasoning request))
+                         ("tool_call" (ob-chat-ai-request-on-tool-call request))
                          ("retry" (ob-chat-ai-request-on-retry request)))))
         (cond
          (problem
@@ -476,6 +481,11 @@ delta or retry callback that fails."
         ((or "error" "retry")
          (or (check 'message #'stringp "a string")
              (check 'kind (lambda (kind) (or (null kind) (stringp kind))) "a string")))
+        ("tool_call"
+         (or (check 'call_id #'stringp "a string")
+             (check 'name #'stringp "a string")
+             (check 'arguments #'stringp "a string")
+             (check 'choice #'natnump "the number of a choice")))
         ("preview" (check 'text #'stringp "a string"))
         ((pred stringp) nil)
         (_ "it has no type")))))

@@ -108,7 +108,8 @@ early, the tokens used) do not count."
   "Return what the model said in result TEXT, without chat-ai's own lines.
 Return nil when nothing is left."
   (let ((lines (split-string (ob-chat-ai--uncontain
-                               (ob-chat-ai--without-reasoning text))
+                               (ob-chat-ai--without-reasoning
+                                (ob-chat-ai--without-tools text)))
                               "\n")))
     (while (and lines (or (ob-chat-ai-reply-own-line-p (car (last lines)))
                           (string-blank-p (car (last lines)))))
@@ -174,6 +175,56 @@ show as fixed-width text; in a drawer it is a block Org folds."
                (string-trim thinking) t)))
     (concat "#+begin_reasoning\n" text "\n#+end_reasoning\n\n")))
 
+(defconst ob-chat-ai--protected-line-regexp
+  "^\\([ \t]*\\)\\(,*\\(?:\\*\\|#\\+\\|:end:[ \t]*$\\)\\)"
+  "The regexp of a line that a block of chat-ai's own protects with a comma.")
+
+(defun ob-chat-ai-reply-tool-block (round call value)
+  "Return the record of tool CALL of ROUND that gave VALUE, as a tool block.
+Its first line names the block, the arguments, the call's id and the
+round; its lines are VALUE, protected as Org protects code."
+  (let ((case-fold-search t))
+    (format "#+begin_tool %s %s :id %s :round %d\n%s\n#+end_tool\n"
+            (alist-get 'name call) (alist-get 'arguments call)
+            (alist-get 'call_id call) round
+            (replace-regexp-in-string ob-chat-ai--protected-line-regexp "\\1,\\2"
+                                      value t))))
+
+(defconst ob-chat-ai--tool-block-regexp
+  (concat "\\`[ \t]*#\\+begin_tool \\([^ \n]+\\) \\(.*\\) :id \\([^ \n]+\\) "
+          ":round \\([0-9]+\\)[ \t]*\n\\(\\(?:.*\n\\)*?\\)[ \t]*#\\+end_tool[ \t]*\n*")
+  "The regexp of the record of one tool call at the start of a result.")
+
+(defun ob-chat-ai-reply-tool-records (text)
+  "Return the record of each tool call at the start of result TEXT, in order.
+Each is (ROUND CALL VALUE), CALL a tool_call event's fields, VALUE
+the text the model was sent."
+  (let ((case-fold-search t)
+        (records nil))
+    (while (string-match ob-chat-ai--tool-block-regexp text)
+      (push (list (string-to-number (match-string 4 text))
+                  `((call_id . ,(match-string 3 text))
+                    (name . ,(match-string 1 text))
+                    (arguments . ,(match-string 2 text)))
+                  (replace-regexp-in-string
+                   "^\\([ \t]*\\),\\(,*\\(?:\\*\\|#\\+\\|:end:[ \t]*$\\)\\)" "\\1\\2"
+                   (string-remove-suffix "\n" (match-string 5 text)) t))
+            records)
+      (setq text (substring text (match-end 0))))
+    (nreverse records)))
+
+(defun ob-chat-ai--tool-blocks (text)
+  "Return the tool blocks at the start of result TEXT, as written."
+  (let ((case-fold-search t)
+        (start 0))
+    (while (string-match ob-chat-ai--tool-block-regexp (substring text start))
+      (setq start (+ start (match-end 0))))
+    (substring text 0 start)))
+
+(defun ob-chat-ai--without-tools (text)
+  "Return result TEXT without the tool blocks at its start."
+  (substring text (length (ob-chat-ai--tool-blocks text))))
+
 (defun ob-chat-ai--without-reasoning (text)
   "Return result TEXT without the block of the model's thinking at its start."
   (let ((case-fold-search t))
@@ -215,8 +266,11 @@ A file inside `default-directory' is linked relative to it."
                          (abbreviate-file-name file))))
              files "\n"))
 
-(defun ob-chat-ai--reply-text (texts final params level &optional thinking)
+(defun ob-chat-ai--reply-text (texts final params level &optional thinking tools)
   "Return the text to show for choice TEXTS and the FINAL event, as PARAMS ask.
+TOOLS are the records of the tool calls made, and perhaps a note
+that ends them (see `ob-chat-ai-tools-exchange'): each call comes
+first, in a tool block, and the note last.
 With :reasoning yes, the model's THINKING comes first, in a reasoning
 block (see `ob-chat-ai-reply-shows-reasoning-p').
 An error becomes one line after whatever text had arrived.  With
@@ -224,7 +278,8 @@ An error becomes one line after whatever text had arrived.  With
 :format org, Markdown becomes Org, its headings below a heading of
 LEVEL.  Lines that would end the result's drawer or make Org
 structure of their own are protected (see `ob-chat-ai-reply-contain')."
-  (let ((reply (ob-chat-ai--join-choices
+  (let ((note (seq-find #'stringp tools))
+        (reply (ob-chat-ai--join-choices
                 (cond
                  ((ob-chat-ai--param params :response-format)
                   (mapcar #'ob-chat-ai--pretty-json texts))
@@ -233,6 +288,8 @@ structure of their own are protected (see `ob-chat-ai-reply-contain')."
                           texts))
                  (t texts)))))
     (concat
+     (mapconcat (lambda (record) (apply #'ob-chat-ai-reply-tool-block record))
+                (seq-remove #'stringp tools) "")
      (if (and (org-string-nw-p thinking) (ob-chat-ai-reply-shows-reasoning-p params))
          (ob-chat-ai-reply-reasoning-block thinking)
        "")
@@ -250,9 +307,10 @@ structure of their own are protected (see `ob-chat-ai-reply-contain')."
                        (concat reply "\n\n"
                                (ob-chat-ai-reply-note
                                 "the reply stopped early: finish_reason %s" early)))
+                      (note (if (string-empty-p reply) note (concat reply "\n\n" note)))
                       ((and (string-empty-p reply) (member "tool_calls" reasons))
                        (ob-chat-ai-reply-note
-                        "the model asked to call a tool; chat-ai blocks offer no tools"))
+                        "the model asked to call a tool; this block offers no tools (:tools)"))
                       ((string-empty-p reply)
                        (ob-chat-ai-reply-note "the model sent an empty reply"))
                       (t reply))))

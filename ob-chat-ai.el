@@ -48,6 +48,7 @@
 (require 'ob-chat-ai-async)
 (require 'ob-chat-ai-files)
 (require 'ob-chat-ai-images)
+(require 'ob-chat-ai-tools)
 
 ;;;; Customization
 
@@ -125,7 +126,9 @@ JSON object) or `json-or-string'.")
     (:image . :any)
     (:detail . (auto low high))
     (:endpoint . (chat completions images))
-    (:mask . :any))
+    (:mask . :any)
+    (:tools . :any)
+    (:max-tool-rounds . :any))
   "Header args that shape the request without being a field of their own.
 Each is (HEADER-ARG . VALUES): VALUES is `:any' or the symbols it takes.")
 
@@ -197,8 +200,13 @@ for the block is cancelled first."
   "Return the prompt that BODY and PARAMS send: BODY, its $variables filled in.
 This is what \\[org-babel-expand-src-block] shows, what tangling
 writes and what :cache hashes, so it is computed here, at once,
-without the helper.  :dry-run yes shows the whole request instead."
-  (ob-chat-ai-messages-substitute body (org-babel--get-vars params)))
+without the helper.  :dry-run yes shows the whole request instead.
+With :tools, the tools array follows, as JSON, after a [tools] line."
+  (let ((prompt (ob-chat-ai-messages-substitute body (org-babel--get-vars params)))
+        (tools (ob-chat-ai-tools-array params)))
+    (if tools
+        (concat prompt "\n\n[tools]\n" (json-serialize tools))
+      prompt)))
 
 (defun ob-chat-ai--dry-run (body params)
   "Return the request that BODY and PARAMS would send, as JSON, keys masked.
@@ -212,15 +220,13 @@ The helper builds it as it would send it; nothing is sent."
       ("preview" (alist-get 'text final))
       (_ (ob-chat-ai--user-error "%s" (ob-chat-ai--invalid-message final))))))
 
-(defun ob-chat-ai--run-sync (envelope params)
-  "Send ENVELOPE, wait for the whole reply and return its text, as PARAMS ask.
-A request the helper finds invalid is a `user-error', and the buffer
-is left as it was.  A failed request's line stays in the echo area
-after Babel's own message; with :cache yes, only a whole reply keeps
-the hash Babel gives the result.  A reply with a very long line goes
-in an example block."
+(defun ob-chat-ai--send-sync (envelope)
+  "Send ENVELOPE and wait for its final event; return what came.
+That is a plist of :deltas and :thoughts (the last one first),
+:calls (the tool calls, in order) and :final."
   (let* ((pieces nil)
          (thoughts nil)
+         (calls nil)
          (thought 0)
          (request (ob-chat-ai-process-send
                    envelope
@@ -231,10 +237,28 @@ in an example block."
                      (cl-incf thought (length (alist-get 'text event)))
                      (unless (or noninteractive pieces)
                        (message "%s" (ob-chat-ai-reply-thinking thought))))
+                   :on-tool-call (lambda (event) (push event calls))
                    :on-retry #'ob-chat-ai--report-retry)))
     (unless noninteractive
       (message "%s" (ob-chat-ai-reply-placeholder (ob-chat-ai--model envelope))))
     (let ((final (ob-chat-ai-process-wait request)))
+      (list :deltas pieces :thoughts thoughts :calls (nreverse calls) :final final))))
+
+(defun ob-chat-ai--run-sync (envelope params)
+  "Send ENVELOPE, wait for the whole reply and return its text, as PARAMS ask.
+A request the helper finds invalid is a `user-error', and the buffer
+is left as it was.  A failed request's line stays in the echo area
+after Babel's own message; with :cache yes, only a whole reply keeps
+the hash Babel gives the result.  A reply with a very long line goes
+in an example block.  While the model calls the block's :tools,
+they are run and the conversation goes on (`ob-chat-ai-tools-exchange')."
+  (let* ((tools nil)
+         (turn (ob-chat-ai-tools-exchange
+                envelope params #'ob-chat-ai--send-sync
+                (lambda (records) (setq tools records))))
+         (pieces (plist-get turn :deltas))
+         (thoughts (plist-get turn :thoughts)))
+    (let ((final (plist-get turn :final)))
       (when (equal (alist-get 'kind final) "invalid")
         (ob-chat-ai--user-error "%s" (ob-chat-ai--invalid-message final)))
       (let* ((texts (ob-chat-ai--choice-texts pieces params))
@@ -256,10 +280,11 @@ in an example block."
                  (message "%s" echo))))))
         (let ((text (ob-chat-ai--reply-text texts final params
                                             (ob-chat-ai--heading-level)
-                                            (ob-chat-ai--choice-thinking thoughts))))
+                                            (ob-chat-ai--choice-thinking thoughts)
+                                            tools)))
           (when (ob-chat-ai-reply-long-line-p text)
             (ob-chat-ai--example-block-once))
-          (when (and thoughts (ob-chat-ai-reply-shows-reasoning-p params)
+          (when (and (or tools (and thoughts (ob-chat-ai-reply-shows-reasoning-p params)))
                      (ob-chat-ai--at-src-block-p))
             (let ((block (copy-marker org-babel-current-src-block-location)))
               (ob-chat-ai--after-babel
@@ -470,6 +495,9 @@ reports the same problem."
                       (ob-chat-ai--json-value (car spec) (nth 2 spec) value))
                 fields))))
     (setq fields (append (reverse (ob-chat-ai--input body params)) fields))
+    (let ((tools (ob-chat-ai-tools-array params)))
+      (when tools
+        (push (cons 'tools tools) fields)))
     (when (and (ob-chat-ai--yes-p params :usage) (eq (alist-get 'stream fields) t))
       (push '(stream_options (include_usage . t)) fields))
     (let ((listed (nreverse fields)))
@@ -492,7 +520,7 @@ BODY, its $variables filled in, as the prompt."
   (let ((endpoint (ob-chat-ai--endpoint params)))
     (if (equal endpoint "chat")
         (list (cons 'messages (ob-chat-ai--messages body params)))
-      (dolist (name '(:system :session))
+      (dolist (name '(:system :session :tools))
         (when (and (ob-chat-ai--param params name)
                    (not (equal (ob-chat-ai--param params name) "none")))
           (ob-chat-ai--user-error "%s is for the chat endpoint, not %s"
@@ -518,7 +546,10 @@ They are the system message, the conversation so far of the block's
     (vconcat
      (and system `(((role . ,role) (content . ,(format "%s" system)))))
      (ob-chat-ai-files-messages
-      (mapcar (lambda (turn) `((role . ,(car turn)) (content . ,(cdr turn))))
+      (mapcar (lambda (turn)
+                (if (eq (car turn) :message)
+                    (cdr turn)
+                  `((role . ,(car turn)) (content . ,(cdr turn)))))
               turns)
       params))))
 

@@ -257,7 +257,14 @@ def _print_reply(
     choices, each later one's follows on ERR, headed ``[choice N
     thinking]``, as its answer is written to OUT.
     """
-    from chat_ai_helper.client import Client, Delta, Reasoning, Retry, retry_line
+    from chat_ai_helper.client import (
+        Client,
+        Delta,
+        Reasoning,
+        Retry,
+        ToolCall,
+        retry_line,
+    )
     from chat_ai_helper.request import parse_request
     from chat_ai_helper.usage import UsageLog, meter_for
 
@@ -296,6 +303,8 @@ def _print_reply(
             elif isinstance(event, Retry):
                 err.write(f"chat-ai: {retry_line(event)}\n")
                 err.flush()
+            elif isinstance(event, ToolCall):
+                continue
             else:
                 for name in event.files or []:
                     out.write(name + "\n")

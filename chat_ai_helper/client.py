@@ -53,6 +53,16 @@ class Reasoning:
 
 
 @dataclass
+class ToolCall:
+    """A whole call of a tool that the model asks for in one choice of its reply."""
+
+    call_id: str
+    name: str
+    arguments: str
+    choice: int = 0
+
+
+@dataclass
 class Done:
     """The end of a reply: why each choice stopped, and the tokens used."""
 
@@ -72,7 +82,7 @@ class Retry:
     message: str
 
 
-Event = Delta | Reasoning | Done | Retry
+Event = Delta | Reasoning | ToolCall | Done | Retry
 
 
 def retry_line(retry: Retry) -> str:
@@ -488,6 +498,11 @@ def _read_completion(
         if thinking:
             yield Reasoning(thinking, index)
         yield Delta(answer or refusal or "", index)
+        calls = _field(message, "tool_calls", list, f"{where}.message", malformed)
+        pieces = ToolCallPieces()
+        for number, call in enumerate(calls or []):
+            pieces.add(call, number, index, f"{where}.message.tool_calls", malformed)
+        yield from pieces.calls(malformed)
         reasons[index] = _field(choice, "finish_reason", str, where, malformed)
     yield _done(reasons, payload)
 
@@ -499,6 +514,7 @@ def _read_stream(chunks: Iterator[bytes], request: ChatRequest) -> Iterator[Even
     reasons: dict[int, str | None] = {}
     last: dict[str, Any] = {}
     splitters: dict[int, ThinkSplitter] = {}
+    pieces = ToolCallPieces()
 
     def malformed(problem: str) -> StreamError:
         return StreamError(
@@ -546,6 +562,11 @@ def _read_stream(chunks: Iterator[bytes], request: ChatRequest) -> Iterator[Even
                     yield from _split_parts(splitter.feed(text), index)
                 if refusal:
                     yield Delta(refusal, index)
+                calls = _field(delta, "tool_calls", list, f"{where}.delta", malformed)
+                for number, call in enumerate(calls or []):
+                    pieces.add(
+                        call, number, index, f"{where}.delta.tool_calls", malformed
+                    )
                 reason = _field(choice, "finish_reason", str, where, malformed)
                 reasons.setdefault(index, None)
                 if reason:
@@ -564,7 +585,59 @@ def _read_stream(chunks: Iterator[bytes], request: ChatRequest) -> Iterator[Even
             pass
     for index, splitter in sorted(splitters.items()):
         yield from _split_parts(splitter.finish(), index)
+    yield from pieces.calls(malformed)
     yield _done(reasons, last)
+
+
+class ToolCallPieces:
+    """The tool calls of a reply, put together from the pieces the server sends.
+
+    A stream sends each call in pieces, told apart by the call's
+    ``index``: the first piece has its id and name, the later ones more
+    of its arguments.  A whole reply sends each call whole, in one piece.
+    """
+
+    def __init__(self) -> None:
+        self.parts: dict[tuple[int, int], dict[str, str]] = {}
+
+    def add(
+        self,
+        call: Any,
+        position: int,
+        choice: int,
+        where: str,
+        malformed: Callable[[str], ChatAIError],
+    ) -> None:
+        """Add CALL, a piece at POSITION in a list of tool calls of CHOICE."""
+        where = f"{where}[{position}]"
+        if not isinstance(call, dict):
+            raise malformed(f"{where} is {shown(call)}, not an object")
+        number = call.get("index", position)
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            raise malformed(f"{where}.index is {shown(number)}, not a whole number")
+        function = _field(call, "function", dict, where, malformed) or {}
+        part = self.parts.setdefault(
+            (choice, number), {"call_id": "", "name": "", "arguments": ""}
+        )
+        call_id = _field(call, "id", str, where, malformed)
+        if call_id:
+            part["call_id"] = call_id
+        for name in ("name", "arguments"):
+            value = _field(function, name, str, f"{where}.function", malformed)
+            if value:
+                part[name] += value
+
+    def calls(self, malformed: Callable[[str], ChatAIError]) -> Iterator[ToolCall]:
+        """Yield each whole call, in order; a call without a name is malformed."""
+        for (choice, number), part in sorted(self.parts.items()):
+            if not part["name"]:
+                raise malformed(f"tool call {number} of choice {choice} has no name")
+            yield ToolCall(
+                part["call_id"] or f"call_{choice}_{number}",
+                part["name"],
+                part["arguments"] or "{}",
+                choice,
+            )
 
 
 def _split_parts(parts: list[tuple[bool, str]], index: int) -> Iterator[Event]:

@@ -29,6 +29,7 @@ from chat_ai_helper.client import (
     Done,
     Reasoning,
     Retry,
+    ToolCall,
     retry_line,
 )
 from chat_ai_helper.errors import Cancelled, ChatAIError, ConfigError, InternalError
@@ -210,6 +211,17 @@ def _answer(
                     "retries": event.retries,
                     "wait": event.wait,
                     "message": retry_line(event),
+                }
+            )
+        elif isinstance(event, ToolCall):
+            writer.event(
+                {
+                    "id": request_id,
+                    "type": "tool_call",
+                    "choice": event.choice,
+                    "call_id": event.call_id,
+                    "name": event.name,
+                    "arguments": event.arguments,
                 }
             )
         elif isinstance(event, Done):

@@ -32,6 +32,13 @@ it answers is chosen by the request's model name:
   ``prompt_filter_results``, as Azure OpenAI does;
 - ``length`` / ``content_filter``: the reply stops with that finish reason;
 - ``tool_calls``: no text, the reply stops with finish reason ``tool_calls``;
+- ``tool-call`` / ``tool-two`` / ``tool-loop``: call the request's first
+  tool (``tool-two``: its first two, or the first twice), with the last
+  user message as the arguments when it is a JSON object, else ``{}``;
+  streamed, each call's arguments split across many chunks, or whole.
+  Once a ``tool`` message follows the last user message, ``tool-call`` and
+  ``tool-two`` answer ``Tool results: `` and the contents of the tool
+  messages since then, joined by `` | ``; ``tool-loop`` calls again forever;
 - ``reasoning_content`` / ``reasoning``: thinks first ("Let me think: " and
   the prompt), sending the thinking in that field of the deltas or the
   message, then replies;
@@ -199,6 +206,10 @@ class Handler(BaseHTTPRequestHandler):
             page = b"<html><head><title>502 Bad Gateway</title></head></html>"
             self.send_bytes(200, "text/html", page)
             return
+        calls = tool_calls_for(body)
+        if calls:
+            self.answer_tool_calls(body, model, calls)
+            return
         reply = reply_for(body)
         thinking = f"Let me think: {reply}" if model in THINKING_MODELS else ""
         if model == "think-tag":
@@ -230,6 +241,40 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": usage,
             },
         )
+
+    def answer_tool_calls(
+        self, body: dict[str, Any], model: str, calls: list[dict[str, Any]]
+    ) -> None:
+        """Reply with CALLS, streamed in pieces when BODY asks for a stream."""
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "tool_calls": calls}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            self.send_json(200, {"model": model, "choices": [choice]})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.send_event({"model": model, "choices": [chunk(0, {"role": "assistant"})]})
+        for number, call in enumerate(calls):
+            function = call["function"]
+            head = {
+                "index": number,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": function["name"], "arguments": ""},
+            }
+            self.send_event(
+                {"model": model, "choices": [chunk(0, {"tool_calls": [head]})]}
+            )
+            for piece in split_reply(model, function["arguments"]):
+                more = {"index": number, "function": {"arguments": piece}}
+                self.send_event(
+                    {"model": model, "choices": [chunk(0, {"tool_calls": [more]})]}
+                )
+        self.send_event({"model": model, "choices": [chunk(0, {}, "tool_calls")]})
+        self.send_chunk(b"data: [DONE]\n\n")
+        self.send_chunk(b"")
 
     def do_GET(self) -> None:
         """Serve an image that an images reply named by URL."""
@@ -525,9 +570,56 @@ def error_object(message: str, type_: str, code: str | None = None) -> dict[str,
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
 
+TOOL_MODELS = ("tool-call", "tool-two", "tool-loop")
+
+
+def tool_calls_for(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the tool calls that a ``tool-…`` model makes for BODY, if any."""
+    model = str(body.get("model", ""))
+    tools = body.get("tools") or []
+    if model not in TOOL_MODELS or not tools:
+        return []
+    messages = body["messages"]
+    last_user = max(
+        (i for i, m in enumerate(messages) if m.get("role") == "user"), default=0
+    )
+    answered = any(m.get("role") == "tool" for m in messages[last_user:])
+    if answered and model != "tool-loop":
+        return []
+    prompt = str(messages[last_user].get("content"))
+    try:
+        arguments = json.loads(prompt)
+    except ValueError:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        arguments = {}
+    names = [tool["function"]["name"] for tool in tools]
+    chosen = (names * 2)[:2] if model == "tool-two" else names[:1]
+    turn = sum(1 for m in messages if m.get("role") == "assistant")
+    return [
+        {
+            "id": f"call_{turn}_{number}",
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments)},
+        }
+        for number, name in enumerate(chosen)
+    ]
+
+
 def reply_for(body: dict[str, Any]) -> str:
     """Return the reply text for BODY."""
     model = str(body.get("model", ""))
+    if model in TOOL_MODELS:
+        messages = body["messages"]
+        last_user = max(
+            (i for i, m in enumerate(messages) if m.get("role") == "user"), default=0
+        )
+        results = [
+            str(m.get("content"))
+            for m in messages[last_user:]
+            if m.get("role") == "tool"
+        ]
+        return "Tool results: " + " | ".join(results)
     if model in ("empty", "tool_calls"):
         return ""
     if model.startswith("long-"):

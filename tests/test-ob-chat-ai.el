@@ -1993,7 +1993,7 @@ answer
       (let ((ob-chat-ai-async async))
         (ob-chat-ai-test-execute "chat-ai"))
       (should (string-suffix-p
-               "#+RESULTS:\n: [chat-ai: the model asked to call a tool; chat-ai blocks offer no tools]\n"
+               "#+RESULTS:\n: [chat-ai: the model asked to call a tool; this block offers no tools (:tools)]\n"
                (ob-chat-ai-test-idle))))))
 
 (ert-deftest ob-chat-ai-test-choices-are-bounded-by-n ()

@@ -76,6 +76,15 @@ def test_every_field_of_every_event_is_documented(server: LoopbackServer) -> Non
         ask("refused", "error-401-invalid_api_key"),
         ask("invalid", "m", timeout=-1),
         ask("preview", "m", dry_run=True),
+        {
+            **ask("tool", "tool-call", stream=True),
+            "body": {
+                "model": "tool-call",
+                "stream": True,
+                "messages": [{"role": "user", "content": "{}"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+            },
+        },
         {"type": "providers", "id": "providers"},
         {"type": "hello", "id": "hello"},
         {"type": "usage", "id": "usage"},

@@ -1,0 +1,71 @@
+"""A block's tool calls in a real interactive Emacs: the user answers the prompt.
+
+``emacs -nw`` under tmux runs a chat-ai block whose model (the loopback
+server's ``tool-call``) calls a block of the document; Emacs asks before
+running it, and the answer typed decides what the model is told.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loopback_server import LoopbackServer
+from test_interactive import open_in_emacs, pytestmark
+
+__all__ = ["pytestmark"]
+
+
+def test_the_user_answers_the_tool_prompt(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    notes = tmp_path / "tools.org"
+    notes.write_text(
+        f"#+begin_src chat-ai :model tool-call :tools lookup-price "
+        f":base-url {server.base_url}\n"
+        '{"item": "plum"}\n#+end_src\n\n'
+        "Look up the price of an item.\n"
+        "#+name: lookup-price\n"
+        '#+begin_src emacs-lisp :var item="pear"\n'
+        '(format "%s costs 3" item)\n#+end_src\n',
+        encoding="utf-8",
+    )
+    terminal = open_in_emacs(notes)
+    try:
+        terminal.wait_for(lambda s: "#+begin_src chat-ai" in s, "the Org file")
+        terminal.keys("C-c", "C-c")
+        terminal.wait_for(
+            lambda s: 'run tool lookup-price {"item": "plum"}?' in s,
+            "the question before the tool runs",
+        )
+        terminal.keys("n")
+        terminal.wait_for(
+            lambda s: ": Tool results: The user declined to run this tool." in s,
+            "the model told that the user declined",
+        )
+        assert len(server.received) == 2
+
+        terminal.keys("C-c", "C-c")
+        terminal.wait_for(
+            lambda s: 'run tool lookup-price {"item": "plum"}?' in s,
+            "the question again",
+        )
+        terminal.keys("a")
+        terminal.wait_for(
+            lambda s: ": Tool results: plum costs 3" in s, "the value of the block"
+        )
+        # Always for this block: the third run asks nothing.
+        terminal.keys("C-c", "C-c")
+        terminal.wait_for(lambda s: len(server.received) == 6, "the third exchange")
+        terminal.keys("C-x", "C-s")
+        terminal.wait_for(lambda s: "Wrote " in s, "the file saved")
+        saved = notes.read_text(encoding="utf-8")
+        assert saved.count("#+RESULTS:") == 1
+        assert ": Tool results: plum costs 3\n" in saved
+        assert "declined" not in saved
+        assert server.received[-1]["body"]["messages"][-1] == {
+            "role": "tool",
+            "tool_call_id": "call_0_0",
+            "content": "plum costs 3",
+        }
+    finally:
+        terminal.close()
