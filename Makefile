@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 # The package's main file first: package-lint takes the first as the package.
 EL := ob-chat-ai.el ob-chat-ai-process.el ob-chat-ai-messages.el ob-chat-ai-convert.el \
   ob-chat-ai-reply.el ob-chat-ai-async.el ob-chat-ai-setup.el ob-chat-ai-files.el \
-  ob-chat-ai-images.el
+  ob-chat-ai-images.el ob-chat-ai-requests.el
 PACKAGE_LINT = $$(compgen -G "/usr/share/emacs/site-lisp/elpa/package-lint-[0-9]*" | head -n 1)
 
 .PHONY: test demo bench venv system-deps lint-python pytest lint-elisp compile checkdoc package-lint ert ert-local newer-org clean
@@ -73,7 +73,7 @@ package-lint: system-deps
 	  $(EL)
 
 ERT_FILES := tests/test-ob-chat-ai-convert.el tests/test-ob-chat-ai.el \
-  tests/test-ob-chat-ai-setup.el tests/test-ob-chat-ai-files.el
+  tests/test-ob-chat-ai-setup.el tests/test-ob-chat-ai-files.el tests/test-ob-chat-ai-queue.el
 
 ert: venv system-deps
 	CHAT_AI_TEST_PYTHON=$(abspath $(VPY)) $(EMACS) -Q --batch -L . \

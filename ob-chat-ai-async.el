@@ -75,7 +75,21 @@ whose text is needed at once always wait: during export, for
   (shown nil :documentation "The text shown of the first choice, the last piece first.")
   (shown-at 0 :documentation "When the preview was last drawn, as a float time.")
   (hash nil :documentation "The cache hash Babel gave the block, for a whole reply.")
-  (dropped nil :documentation "Non-nil once the job must leave the buffer alone."))
+  (dropped nil :documentation "Non-nil once the job must leave the buffer alone.")
+  (queued nil :documentation "The last queued event while the request waits its turn.")
+  (retried nil :documentation "Non-nil once the request was tried again after a 429."))
+
+(cl-defstruct (ob-chat-ai--run (:constructor ob-chat-ai--run-create)
+                               (:copier nil))
+  "The jobs started since none was running, counted as they end."
+  (started 0 :documentation "How many jobs were started.")
+  (answered 0 :documentation "How many ended with a reply.")
+  (failed 0 :documentation "How many ended with an error.")
+  (cancelled 0 :documentation "How many were cancelled.")
+  (retried 0 :documentation "How many were tried again after a 429."))
+
+(defvar ob-chat-ai--run nil
+  "The counts of the jobs started since none was running.")
 
 (defvar ob-chat-ai--jobs nil
   "The blocks whose replies are on their way, the newest first.")
@@ -158,8 +172,12 @@ block was cancelled for this one."
            envelope
            :on-delta (lambda (event) (ob-chat-ai--job-delta job event))
            :on-reasoning (lambda (event) (ob-chat-ai--job-reasoning job event))
-           :on-retry #'ob-chat-ai--report-retry
+           :on-retry (lambda (event) (ob-chat-ai--job-retry job event))
+           :on-queue (lambda (event) (ob-chat-ai--job-queue job event))
            :on-finish (lambda (event) (ob-chat-ai--job-finish job event))))
+    (unless (and ob-chat-ai--jobs ob-chat-ai--run)
+      (setq ob-chat-ai--run (ob-chat-ai--run-create)))
+    (cl-incf (ob-chat-ai--run-started ob-chat-ai--run))
     (push job ob-chat-ai--jobs)
     (ob-chat-ai--take-back-placeholder job again)
     (add-hook 'kill-buffer-hook #'ob-chat-ai--cancel-buffer-jobs nil t)
@@ -277,6 +295,33 @@ earlier request was cancelled."
       (when (> (- (float-time) (ob-chat-ai--job-shown-at job)) 0.1)
         (ob-chat-ai--job-show job)))))
 
+(defun ob-chat-ai--job-queue (job event)
+  "Note queued or started EVENT of JOB, and show where it stands."
+  (setf (ob-chat-ai--job-queued job)
+        (and (equal (alist-get 'type event) "queued") event))
+  (when (> (- (float-time) (ob-chat-ai--job-shown-at job)) 0.1)
+    (ob-chat-ai--job-show job)))
+
+(defun ob-chat-ai--job-retry (job event)
+  "Note retry EVENT of JOB, counting a 429, and tell the user."
+  (when (and (eql (alist-get 'status event) 429)
+             (not (ob-chat-ai--job-retried job)))
+    (setf (ob-chat-ai--job-retried job) t)
+    (when ob-chat-ai--run
+      (cl-incf (ob-chat-ai--run-retried ob-chat-ai--run))))
+  (ob-chat-ai--report-retry event))
+
+(defun ob-chat-ai--job-waiting-line (job)
+  "Return the line shown for JOB before any text: queued, or waiting for the model."
+  (let ((queued (ob-chat-ai--job-queued job)))
+    (if (not queued)
+        (ob-chat-ai--job-placeholder job)
+      (let ((wait (alist-get 'wait queued)))
+        (format "chat-ai: queued, %d ahead%s" (alist-get 'ahead queued)
+                (if (numberp wait)
+                    (format " (the server asks to wait %.1fs)" wait)
+                  ""))))))
+
 (defun ob-chat-ai--job-reasoning (job event)
   "Add reasoning EVENT to JOB, and count it in the preview until the reply comes."
   (push event (ob-chat-ai--job-thoughts job))
@@ -329,7 +374,7 @@ replies show their end, and long lines are broken."
            (lines (if (string-empty-p tail)
                       (list (if (> (ob-chat-ai--job-thought job) 0)
                                 (ob-chat-ai-reply-thinking (ob-chat-ai--job-thought job))
-                              (ob-chat-ai--job-placeholder job)))
+                              (ob-chat-ai--job-waiting-line job)))
                     (mapcan #'ob-chat-ai--preview-line (split-string tail "\n")))))
       (concat "\n"
               (propertize
@@ -379,6 +424,7 @@ that was dropped has nothing to put, and ends at once."
 (defun ob-chat-ai--job-end (job event)
   "End JOB with its final EVENT now: put the finished reply through Babel."
   (setq ob-chat-ai--jobs (delq job ob-chat-ai--jobs))
+  (ob-chat-ai--count-end event)
   (unless (ob-chat-ai--job-dropped job)
     (let* ((texts (ob-chat-ai--choice-texts (ob-chat-ai--job-deltas job)
                                             (ob-chat-ai--job-params job)))
@@ -402,7 +448,33 @@ that was dropped has nothing to put, and ends at once."
                         (format "chat-ai: answered in %.1fs"
                                 (- (float-time) (ob-chat-ai--job-started job)))))))
   (ob-chat-ai--job-forget job)
+  (unless ob-chat-ai--jobs
+    (ob-chat-ai--show-summary))
   (run-hooks 'ob-chat-ai--after-job-hook))
+
+(defun ob-chat-ai--count-end (event)
+  "Count the end of a job with final EVENT in the current run."
+  (when ob-chat-ai--run
+    (let ((run ob-chat-ai--run))
+      (pcase (list (alist-get 'type event) (alist-get 'kind event))
+        (`("done" ,_) (cl-incf (ob-chat-ai--run-answered run)))
+        (`(,_ "cancelled") (cl-incf (ob-chat-ai--run-cancelled run)))
+        (_ (cl-incf (ob-chat-ai--run-failed run)))))))
+
+(defun ob-chat-ai-progress-summary ()
+  "Return one line counting how the blocks of the latest run ended, or nil."
+  (let ((run ob-chat-ai--run))
+    (when run
+      (format "%d answered, %d failed, %d retried after 429%s"
+              (ob-chat-ai--run-answered run) (ob-chat-ai--run-failed run)
+              (ob-chat-ai--run-retried run)
+              (let ((cancelled (ob-chat-ai--run-cancelled run)))
+                (if (> cancelled 0) (format ", %d cancelled" cancelled) ""))))))
+
+(defun ob-chat-ai--show-summary ()
+  "Say how the run that just ended went, when it ran more than one block."
+  (when (and ob-chat-ai--run (> (ob-chat-ai--run-started ob-chat-ai--run) 1))
+    (message "chat-ai: %s" (ob-chat-ai-progress-summary))))
 
 (defun ob-chat-ai--job-insert (job text complete)
   "Put TEXT in the results of JOB's block, through Babel's result handling.
@@ -478,10 +550,22 @@ block) holds the thinking as text, and stays as it is."
           (ob-chat-ai--job-chars job)))
 
 (defun ob-chat-ai--mode-line ()
-  "Return the mode line text saying which replies are on their way."
+  "Return the mode line text saying which replies are on their way.
+While more than one block runs, it counts them: running, queued, done
+and failed."
   (when ob-chat-ai--jobs
-    (format " chat-ai[%d: %s]" (length ob-chat-ai--jobs)
-            (ob-chat-ai--job-progress (car (last ob-chat-ai--jobs))))))
+    (if (and ob-chat-ai--run (> (ob-chat-ai--run-started ob-chat-ai--run) 1))
+        (ob-chat-ai-progress-line)
+      (format " chat-ai[%d: %s]" (length ob-chat-ai--jobs)
+              (ob-chat-ai--job-progress (car (last ob-chat-ai--jobs)))))))
+
+(defun ob-chat-ai-progress-line ()
+  "Return how the blocks of the current run are doing, as mode line text."
+  (let* ((queued (seq-count #'ob-chat-ai--job-queued ob-chat-ai--jobs))
+         (run (or ob-chat-ai--run (ob-chat-ai--run-create))))
+    (format " chat-ai[%d running, %d queued, %d done, %d failed]"
+            (- (length ob-chat-ai--jobs) queued) queued
+            (ob-chat-ai--run-answered run) (ob-chat-ai--run-failed run))))
 
 (defun ob-chat-ai--cancel-buffer-jobs ()
   "Cancel the requests of the blocks of the current buffer, which is killed."

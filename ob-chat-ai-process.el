@@ -99,6 +99,7 @@ Emacs exits."
   (process nil :documentation "The helper process serving this request.")
   (on-delta nil :documentation "The function to call with each delta event.")
   (on-retry nil :documentation "The function to call with each retry event.")
+  (on-queue nil :documentation "The function to call with each queued or started event.")
   (on-reasoning nil :documentation "The function to call with each reasoning event.")
   (on-finish nil :documentation "The function to call with the done or error event.")
   (final nil :documentation "The done or error event, once it has come.")
@@ -140,7 +141,9 @@ the request.")
 CALLBACKS are keyword arguments: :on-delta is called with each
 `delta' event, :on-reasoning with each `reasoning' event (a
 reasoning model's thinking), :on-retry with each `retry' event (the
-helper tries again after a failure), :on-finish with the final event: `done' or
+helper tries again after a failure), :on-queue with each `queued' and
+`started' event (the request waits its turn in the helper's queue, and
+then is sent), :on-finish with the final event: `done' or
 `error', `preview' for a dry run, `providers' for a providers
 request, `usage' for a usage request.
 Events are alists with symbol keys, as `json-parse-string' makes them.
@@ -151,6 +154,7 @@ to a helper of its own when `ob-chat-ai-persistent-helper' is nil."
                    :id id
                    :on-delta (plist-get callbacks :on-delta)
                    :on-retry (plist-get callbacks :on-retry)
+                   :on-queue (plist-get callbacks :on-queue)
                    :on-reasoning (plist-get callbacks :on-reasoning)
                    :on-finish (plist-get callbacks :on-finish)
                    :heard (float-time)
@@ -424,7 +428,8 @@ delta or retry callback that fails."
              (callback (pcase type
                          ("delta" (ob-chat-ai-request-on-delta request))
                          ("reasoning" (ob-chat-ai-request-on-reasoning request))
-                         ("retry" (ob-chat-ai-request-on-retry request)))))
+                         ("retry" (ob-chat-ai-request-on-retry request))
+                         ((or "queued" "started") (ob-chat-ai-request-on-queue request)))))
         (cond
          (problem
           (ob-chat-ai--abandon
@@ -477,6 +482,9 @@ delta or retry callback that fails."
          (or (check 'message #'stringp "a string")
              (check 'kind (lambda (kind) (or (null kind) (stringp kind))) "a string")))
         ("preview" (check 'text #'stringp "a string"))
+        ("queued" (or (check 'ahead #'natnump "a count")
+                      (check 'wait (lambda (wait) (or (null wait) (numberp wait)))
+                             "a number")))
         ((pred stringp) nil)
         (_ "it has no type")))))
 
