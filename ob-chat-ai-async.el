@@ -296,11 +296,14 @@ earlier request was cancelled."
         (ob-chat-ai--job-show job)))))
 
 (defun ob-chat-ai--job-queue (job event)
-  "Note queued or started EVENT of JOB, and show where it stands."
-  (setf (ob-chat-ai--job-queued job)
-        (and (equal (alist-get 'type event) "queued") event))
-  (when (> (- (float-time) (ob-chat-ai--job-shown-at job)) 0.1)
-    (ob-chat-ai--job-show job)))
+  "Note queued or started EVENT of JOB, and show where it stands.
+It is shown at once when JOB starts or stops waiting; a new count of
+the requests ahead shows with the progress, every half second."
+  (let ((was-queued (ob-chat-ai--job-queued job)))
+    (setf (ob-chat-ai--job-queued job)
+          (and (equal (alist-get 'type event) "queued") event))
+    (unless (eq (null was-queued) (null (ob-chat-ai--job-queued job)))
+      (ob-chat-ai--job-show job))))
 
 (defun ob-chat-ai--job-retry (job event)
   "Note retry EVENT of JOB, counting a 429, and tell the user."

@@ -46,13 +46,15 @@ class Place:
 
     QUEUED is called with the number of requests ahead of it and, while
     the origin is paused, the seconds left; again whenever either
-    changes.  STARTED is called when a request that waited is sent.
+    changes.  STARTED is called when a request that waited is sent,
+    TAKEN whenever a request has its turn, whether it waited or not.
     Requests wait in the ORDER they came in, which is also their place
     when they wait again after a 429.
     """
 
     queued: Callable[[int, float | None], None] = _nothing_queued
     started: Callable[[], None] = _nothing
+    taken: Callable[[], None] = _nothing
     order: int = field(default_factory=lambda: next(_arrivals))
 
 
@@ -95,6 +97,7 @@ class OriginQueue:
                 raise _stopped_error(self.stopped)
             if not self.waiting and self._open(time.monotonic()):
                 self.running += 1
+                place.taken()
                 return self.running
             waiter = _Waiter(place)
             behind = [w for w in self.waiting if w.place.order < place.order]
@@ -111,6 +114,7 @@ class OriginQueue:
                         self.waiting.pop(0)
                         self.running += 1
                         place.started()
+                        place.taken()
                         self._announce()
                         return self.running
                     pause = self.paused_until - now

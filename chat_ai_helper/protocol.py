@@ -217,10 +217,18 @@ def _answer(
         return
     request = parse_request(envelope)
     meter = meter_for("emacs", request, envelope)
-    meters.append(meter)
+
+    def sent() -> None:
+        # A request never sent (cancelled in the queue, or stopped with
+        # its origin) has no row in the usage log; time counts from here.
+        if not meters:
+            meter.started = time.monotonic()
+            meters.append(meter)
+
     place = Place(
         queued=lambda ahead, wait: writer.queued(request_id, ahead, wait),
         started=lambda: writer.event({"id": request_id, "type": "started"}),
+        taken=sent,
         order=order,
     )
     events = client.complete(

@@ -19,7 +19,10 @@ with a built-in name replaces that provider::
      "event": {"base_url": "https://proxy.example/api/v1",
                "headers": {"openai-event-code": "hackathon/me"}},
      "work": {"base_url": "https://llm.example.com/v1",
-              "api_key_env": "WORK_LLM_KEY"}}
+              "api_key_env": "WORK_LLM_KEY", "max_concurrent": 2}}
+
+``max_concurrent`` is how many requests may be in flight to the
+provider at once (`chat_ai_helper.concurrency`).
 
 `resolve` is the one place that decides where a request goes and which
 key and headers it carries, for Emacs and the command line alike:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from loopback_server import LoopbackServer
 
 from chat_ai_helper.concurrency import OriginQueue, Place, _duration
 from chat_ai_helper.errors import APIError
+from chat_ai_helper.usage import totals
 
 PATIENCE = 60.0
 
@@ -210,6 +212,8 @@ def test_insufficient_quota_stops_the_origin_queue(
     assert not [e for e in helper.events if e["type"] == "retry"]
     models = [r["body"]["model"] for r in server.received]
     assert models == ["hang", "error-429-insufficient_quota"]
+    logged = sum(row["requests"] for row in totals(os.environ, None, None))
+    assert logged == 2, "the requests never sent have no row in the usage log"
 
 
 def test_rate_limit_headers_slow_the_origin_before_a_429(
