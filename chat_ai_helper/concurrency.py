@@ -93,6 +93,8 @@ class OriginQueue:
         looked at), and the origin's quota error when it is stopped.
         """
         with self.lock:
+            if is_cancelled():
+                raise Cancelled("cancelled")
             if self.stopped is not None:
                 raise _stopped_error(self.stopped)
             if not self.waiting and self._open(time.monotonic()):
