@@ -193,7 +193,7 @@ class OriginQueue:
     def _announce(self) -> None:
         """Tell each waiting request where it stands, when that changed."""
         now = time.monotonic()
-        paused = self.paused_until if self.paused_until > now else 0.0
+        paused = self.paused_until if self.paused_until > now + 0.001 else 0.0
         for ahead, waiter in enumerate(self.waiting):
             told = (ahead, paused)
             if waiter.told != told:

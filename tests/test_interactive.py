@@ -149,6 +149,10 @@ def test_ctrl_g_cancels_a_block_that_waits(
         terminal.wait_for(lambda s: "#+begin_src chat-ai" in s, "the Org file")
         terminal.keys("C-c", "C-c")
         terminal.wait_for(lambda s: "chat-ai: waiting for hang" in s, "Emacs waiting")
+        # A request cancelled before it is sent is never sent: wait for it.
+        deadline = time.monotonic() + 30
+        while not server.received and time.monotonic() < deadline:
+            time.sleep(0.05)
         terminal.keys("C-g")
         terminal.wait_for(lambda s: "Quit" in s, "the quit")
         terminal.keys("M->")
