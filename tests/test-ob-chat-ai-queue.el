@@ -136,7 +136,7 @@ one
 two
 #+end_src
 
-#+begin_src chat-ai :model flaky-1-429-queue_summary
+#+begin_src chat-ai :model flaky-2-429-queue_summary :max-retries 4
 three
 #+end_src
 
