@@ -8,7 +8,7 @@ VPY := $(VENV)/bin/python
 EL := ob-chat-ai.el ob-chat-ai-process.el ob-chat-ai-messages.el ob-chat-ai-convert.el \
   ob-chat-ai-tools.el \
   ob-chat-ai-reply.el ob-chat-ai-async.el ob-chat-ai-setup.el ob-chat-ai-files.el \
-  ob-chat-ai-images.el
+  ob-chat-ai-images.el ob-chat-ai-requests.el
 PACKAGE_LINT = $$(compgen -G "/usr/share/emacs/site-lisp/elpa/package-lint-[0-9]*" | head -n 1)
 
 .PHONY: test demo bench venv system-deps lint-python pytest lint-elisp compile checkdoc package-lint ert ert-local newer-org clean
@@ -75,7 +75,8 @@ package-lint: system-deps
 	  $(EL)
 
 ERT_FILES := tests/test-ob-chat-ai-convert.el tests/test-ob-chat-ai.el \
-  tests/test-ob-chat-ai-setup.el tests/test-ob-chat-ai-files.el tests/test-ob-chat-ai-tools.el
+  tests/test-ob-chat-ai-setup.el tests/test-ob-chat-ai-files.el tests/test-ob-chat-ai-tools.el \
+  tests/test-ob-chat-ai-queue.el
 
 ert: venv system-deps
 	CHAT_AI_TEST_PYTHON=$(abspath $(VPY)) $(EMACS) -Q --batch -L . \

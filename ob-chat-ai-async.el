@@ -83,7 +83,21 @@ whose text is needed at once always wait: during export, for
   (tools nil :documentation "The records of the tool calls run, then perhaps a note.")
   (rounds 0 :documentation "How many rounds of tool calls have run.")
   (stopped nil :documentation "Non-nil once the user has cancelled between tool calls.")
-  (dropped nil :documentation "Non-nil once the job must leave the buffer alone."))
+  (dropped nil :documentation "Non-nil once the job must leave the buffer alone.")
+  (queued nil :documentation "The last queued event while the request waits its turn.")
+  (retried nil :documentation "Non-nil once the request was tried again after a 429."))
+
+(cl-defstruct (ob-chat-ai--run (:constructor ob-chat-ai--run-create)
+                               (:copier nil))
+  "The jobs started since none was running, counted as they end."
+  (started 0 :documentation "How many jobs were started.")
+  (answered 0 :documentation "How many ended with a reply.")
+  (failed 0 :documentation "How many ended with an error.")
+  (cancelled 0 :documentation "How many were cancelled.")
+  (retried 0 :documentation "How many were tried again after a 429."))
+
+(defvar ob-chat-ai--run nil
+  "The counts of the jobs started since none was running.")
 
 (defvar ob-chat-ai--jobs nil
   "The blocks whose replies are on their way, the newest first.")
@@ -184,6 +198,9 @@ block was cancelled for this one."
                :converter (and (ob-chat-ai--org-format-p params)
                                (ob-chat-ai-convert-create (ob-chat-ai--heading-level))))))
     (ob-chat-ai--job-send job)
+    (unless (and ob-chat-ai--jobs ob-chat-ai--run)
+      (setq ob-chat-ai--run (ob-chat-ai--run-create)))
+    (cl-incf (ob-chat-ai--run-started ob-chat-ai--run))
     (push job ob-chat-ai--jobs)
     (ob-chat-ai--take-back-placeholder job again)
     (add-hook 'kill-buffer-hook #'ob-chat-ai--cancel-buffer-jobs nil t)
@@ -203,7 +220,8 @@ block was cancelled for this one."
          :on-delta (lambda (event) (ob-chat-ai--job-delta job event))
          :on-reasoning (lambda (event) (ob-chat-ai--job-reasoning job event))
          :on-tool-call (lambda (event) (push event (ob-chat-ai--job-calls job)))
-         :on-retry #'ob-chat-ai--report-retry
+         :on-retry (lambda (event) (ob-chat-ai--job-retry job event))
+         :on-queue (lambda (event) (ob-chat-ai--job-queue job event))
          :on-finish (lambda (event) (ob-chat-ai--job-finish job event)))))
 
 (defun ob-chat-ai--job-tool-round-p (job event)
@@ -386,6 +404,36 @@ earlier request was cancelled."
             (ob-chat-ai--job-shown job))
       (ob-chat-ai--job-news job))))
 
+(defun ob-chat-ai--job-queue (job event)
+  "Note queued or started EVENT of JOB, and show where it stands.
+It is shown at once when JOB starts or stops waiting; a new count of
+the requests ahead shows with the progress, every half second."
+  (let ((was-queued (ob-chat-ai--job-queued job)))
+    (setf (ob-chat-ai--job-queued job)
+          (and (equal (alist-get 'type event) "queued") event))
+    (unless (eq (null was-queued) (null (ob-chat-ai--job-queued job)))
+      (ob-chat-ai--job-show job))))
+
+(defun ob-chat-ai--job-retry (job event)
+  "Note retry EVENT of JOB, counting a 429, and tell the user."
+  (when (and (eql (alist-get 'status event) 429)
+             (not (ob-chat-ai--job-retried job)))
+    (setf (ob-chat-ai--job-retried job) t)
+    (when ob-chat-ai--run
+      (cl-incf (ob-chat-ai--run-retried ob-chat-ai--run))))
+  (ob-chat-ai--report-retry event))
+
+(defun ob-chat-ai--job-waiting-line (job)
+  "Return the line shown for JOB before any text: queued, or waiting for the model."
+  (let ((queued (ob-chat-ai--job-queued job)))
+    (if (not queued)
+        (ob-chat-ai--job-placeholder job)
+      (let ((wait (alist-get 'wait queued)))
+        (format "chat-ai: queued, %d ahead%s" (alist-get 'ahead queued)
+                (if (numberp wait)
+                    (format " (the server asks to wait %.1fs)" wait)
+                  ""))))))
+
 (defun ob-chat-ai--job-reasoning (job event)
   "Add reasoning EVENT to JOB, and count it in the preview until the reply comes."
   (push event (ob-chat-ai--job-thoughts job))
@@ -501,7 +549,7 @@ This is the quick look taken while the reply streams;
            (lines (if (string-empty-p tail)
                       (list (if (> (ob-chat-ai--job-thought job) 0)
                                 (ob-chat-ai-reply-thinking (ob-chat-ai--job-thought job))
-                              (ob-chat-ai--job-placeholder job)))
+                              (ob-chat-ai--job-waiting-line job)))
                     (mapcan #'ob-chat-ai--preview-line (split-string tail "\n")))))
       (concat "\n"
               (propertize
@@ -589,6 +637,7 @@ A reply that asks to run the block's tools goes on in another round."
 (defun ob-chat-ai--job-done (job event)
   "End JOB with its final EVENT: put the finished reply through Babel."
   (setq ob-chat-ai--jobs (delq job ob-chat-ai--jobs))
+  (ob-chat-ai--count-end event)
   (unless (ob-chat-ai--job-dropped job)
     (let* ((texts (ob-chat-ai--choice-texts (ob-chat-ai--job-deltas job)
                                             (ob-chat-ai--job-params job)))
@@ -614,7 +663,33 @@ A reply that asks to run the block's tools goes on in another round."
                         (format "chat-ai: answered in %.1fs"
                                 (- (float-time) (ob-chat-ai--job-started job)))))))
   (ob-chat-ai--job-forget job)
+  (unless ob-chat-ai--jobs
+    (ob-chat-ai--show-summary))
   (run-hooks 'ob-chat-ai--after-job-hook))
+
+(defun ob-chat-ai--count-end (event)
+  "Count the end of a job with final EVENT in the current run."
+  (when ob-chat-ai--run
+    (let ((run ob-chat-ai--run))
+      (pcase (list (alist-get 'type event) (alist-get 'kind event))
+        (`("done" ,_) (cl-incf (ob-chat-ai--run-answered run)))
+        (`(,_ "cancelled") (cl-incf (ob-chat-ai--run-cancelled run)))
+        (_ (cl-incf (ob-chat-ai--run-failed run)))))))
+
+(defun ob-chat-ai-progress-summary ()
+  "Return one line counting how the blocks of the latest run ended, or nil."
+  (let ((run ob-chat-ai--run))
+    (when run
+      (format "%d answered, %d failed, %d retried after 429%s"
+              (ob-chat-ai--run-answered run) (ob-chat-ai--run-failed run)
+              (ob-chat-ai--run-retried run)
+              (let ((cancelled (ob-chat-ai--run-cancelled run)))
+                (if (> cancelled 0) (format ", %d cancelled" cancelled) ""))))))
+
+(defun ob-chat-ai--show-summary ()
+  "Say how the run that just ended went, when it ran more than one block."
+  (when (and ob-chat-ai--run (> (ob-chat-ai--run-started ob-chat-ai--run) 1))
+    (message "chat-ai: %s" (ob-chat-ai-progress-summary))))
 
 (defun ob-chat-ai--job-insert (job text complete)
   "Put TEXT in the results of JOB's block, through Babel's result handling.
@@ -699,10 +774,22 @@ its preview was placed."
           (ob-chat-ai--job-chars job)))
 
 (defun ob-chat-ai--mode-line ()
-  "Return the mode line text saying which replies are on their way."
+  "Return the mode line text saying which replies are on their way.
+While more than one block runs, it counts them: running, queued, done
+and failed."
   (when ob-chat-ai--jobs
-    (format " chat-ai[%d: %s]" (length ob-chat-ai--jobs)
-            (ob-chat-ai--job-progress (car (last ob-chat-ai--jobs))))))
+    (if (and ob-chat-ai--run (> (ob-chat-ai--run-started ob-chat-ai--run) 1))
+        (ob-chat-ai-progress-line)
+      (format " chat-ai[%d: %s]" (length ob-chat-ai--jobs)
+              (ob-chat-ai--job-progress (car (last ob-chat-ai--jobs)))))))
+
+(defun ob-chat-ai-progress-line ()
+  "Return how the blocks of the current run are doing, as mode line text."
+  (let* ((queued (seq-count #'ob-chat-ai--job-queued ob-chat-ai--jobs))
+         (run (or ob-chat-ai--run (ob-chat-ai--run-create))))
+    (format " chat-ai[%d running, %d queued, %d done, %d failed]"
+            (- (length ob-chat-ai--jobs) queued) queued
+            (ob-chat-ai--run-answered run) (ob-chat-ai--run-failed run))))
 
 (defun ob-chat-ai--cancel-buffer-jobs ()
   "Cancel the requests of the blocks of the current buffer, which is killed."

@@ -99,6 +99,7 @@ Emacs exits."
   (process nil :documentation "The helper process serving this request.")
   (on-delta nil :documentation "The function to call with each delta event.")
   (on-retry nil :documentation "The function to call with each retry event.")
+  (on-queue nil :documentation "The function to call with each queued or started event.")
   (on-reasoning nil :documentation "The function to call with each reasoning event.")
   (on-tool-call nil :documentation "The function to call with each tool_call event.")
   (on-finish nil :documentation "The function to call with the done or error event.")
@@ -143,9 +144,10 @@ CALLBACKS are keyword arguments: :on-delta is called with each
 reasoning model's thinking), :on-tool-call with each `tool_call'
 event (a whole call of a tool the model asks for), :on-retry with
 each `retry' event (the helper tries again after a failure),
-:on-finish with the final event: `done' or `error', `preview' for
-a dry run, `providers' for a providers request, `usage' for a usage
-request.
+:on-queue with each `queued' and `started' event (the request waits
+its turn in the helper's queue, and then is sent), :on-finish with
+the final event: `done' or `error', `preview' for a dry run,
+`providers' for a providers request, `usage' for a usage request.
 Events are alists with symbol keys, as `json-parse-string' makes them.
 The request goes to the persistent helper, started when needed, or
 to a helper of its own when `ob-chat-ai-persistent-helper' is nil."
@@ -154,6 +156,7 @@ to a helper of its own when `ob-chat-ai-persistent-helper' is nil."
                    :id id
                    :on-delta (plist-get callbacks :on-delta)
                    :on-retry (plist-get callbacks :on-retry)
+                   :on-queue (plist-get callbacks :on-queue)
                    :on-reasoning (plist-get callbacks :on-reasoning)
                    :on-tool-call (plist-get callbacks :on-tool-call)
                    :on-finish (plist-get callbacks :on-finish)
@@ -429,7 +432,8 @@ delta or retry callback that fails."
                          ("delta" (ob-chat-ai-request-on-delta request))
                          ("reasoning" (ob-chat-ai-request-on-reasoning request))
                          ("tool_call" (ob-chat-ai-request-on-tool-call request))
-                         ("retry" (ob-chat-ai-request-on-retry request)))))
+                         ("retry" (ob-chat-ai-request-on-retry request))
+                         ((or "queued" "started") (ob-chat-ai-request-on-queue request)))))
         (cond
          (problem
           (ob-chat-ai--abandon
@@ -487,6 +491,9 @@ delta or retry callback that fails."
              (check 'arguments #'stringp "a string")
              (check 'choice #'natnump "the number of a choice")))
         ("preview" (check 'text #'stringp "a string"))
+        ("queued" (or (check 'ahead #'natnump "a count")
+                      (check 'wait (lambda (wait) (or (null wait) (numberp wait)))
+                             "a number")))
         ((pred stringp) nil)
         (_ "it has no type")))))
 

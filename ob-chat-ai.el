@@ -49,6 +49,7 @@
 (require 'ob-chat-ai-files)
 (require 'ob-chat-ai-images)
 (require 'ob-chat-ai-tools)
+(require 'ob-chat-ai-requests)
 
 ;;;; Customization
 
@@ -64,6 +65,14 @@ the user's providers.json; \\[ob-chat-ai-providers] lists them."
 The helper takes $CHAT_AI_MODEL, else the provider's model, else
 gpt-4o-mini."
   :type '(choice (const :tag "The helper's choice" nil) string)
+  :group 'ob-chat-ai)
+
+(defcustom ob-chat-ai-max-concurrent nil
+  "How many requests may be in flight to one server at once, or nil.
+The helper queues the others and sends them in turn; nil leaves the
+number to the provider's max_concurrent in providers.json, else 6.
+The :max-concurrent header arg decides for one block."
+  :type '(choice (const :tag "The provider's, else 6" nil) natnum)
   :group 'ob-chat-ai)
 
 ;;;; Header args
@@ -118,6 +127,7 @@ JSON object) or `json-or-string'.")
     (:api-key . :any)
     (:timeout . :any)
     (:max-retries . :any)
+    (:max-concurrent . :any)
     (:dry-run . ,(mapcar #'car ob-chat-ai--boolean-words))
     (:format . (markdown org))
     (:usage . ,(mapcar #'car ob-chat-ai--boolean-words))
@@ -364,7 +374,9 @@ which key it carries (see `ob-chat-ai--api-key')."
          (headers (ob-chat-ai--headers (ob-chat-ai--param params :headers)))
          (api-version (ob-chat-ai--param params :api-version))
          (timeout (ob-chat-ai--param params :timeout))
-         (retries (ob-chat-ai--param params :max-retries)))
+         (retries (ob-chat-ai--param params :max-retries))
+         (concurrent (or (ob-chat-ai--param params :max-concurrent)
+                         ob-chat-ai-max-concurrent)))
     `((provider . ,provider)
       ,@(and base-url `((base_url . ,base-url)))
       ,@(ob-chat-ai--api-key params (or base-url (ob-chat-ai--provider-url provider)))
@@ -372,6 +384,7 @@ which key it carries (see `ob-chat-ai--api-key')."
       ,@(and api-version `((api_version . ,(format "%s" api-version))))
       ,@(and timeout `((timeout . ,timeout)))
       ,@(and retries `((max_retries . ,retries)))
+      ,@(and concurrent `((max_concurrent . ,concurrent)))
       ,@(and (ob-chat-ai--param params :endpoint)
              `((endpoint . ,(ob-chat-ai--endpoint params))))
       ,@(and (ob-chat-ai-images-p params) (ob-chat-ai-images-output body params))

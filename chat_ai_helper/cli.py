@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         "limit or a server error (default 2)",
     )
     parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="how many requests may be in flight to one server at once "
+        "(default: the provider's max_concurrent, else 6)",
+    )
+    parser.add_argument(
         "-o",
         "--option",
         action="append",
@@ -192,6 +198,8 @@ def build_envelope(args: argparse.Namespace, stdin: IO[bytes]) -> dict[str, Any]
         envelope["api_version"] = args.api_version
     if args.max_retries is not None:
         envelope["max_retries"] = args.max_retries
+    if args.max_concurrent is not None:
+        envelope["max_concurrent"] = args.max_concurrent
     if args.timeout is not None:
         envelope["timeout"] = args.timeout
     if args.header:

@@ -19,6 +19,7 @@ import requests
 from requests import Response
 
 from chat_ai_helper import __version__
+from chat_ai_helper.concurrency import OriginQueue, OriginQueues, Place
 from chat_ai_helper.errors import (
     APIError,
     Cancelled,
@@ -30,6 +31,7 @@ from chat_ai_helper.errors import (
 )
 from chat_ai_helper.reasoning import ThinkSplitter, reasoning_text, split_whole
 from chat_ai_helper.request import CONNECT_TIMEOUT, ChatRequest
+from chat_ai_helper.urls import origin
 
 USER_AGENT = f"ob-chat-ai/{__version__}"
 SSE_STARTS = (b"data:", b":", b"event:", b"id:", b"retry:")
@@ -74,12 +76,19 @@ class Done:
 
 @dataclass
 class Retry:
-    """A failed attempt that will be made again after WAIT seconds."""
+    """A failed attempt that will be made again after WAIT seconds.
+
+    A SHARED retry is a 429 that came while other requests to the same
+    origin were in flight: the origin's queue waits, and the request's
+    own retries are not used up.  STATUS is the HTTP status, if any.
+    """
 
     attempt: int
     retries: int
     wait: float
     message: str
+    status: int | None = None
+    shared: bool = False
 
 
 Event = Delta | Reasoning | ToolCall | Done | Retry
@@ -87,6 +96,11 @@ Event = Delta | Reasoning | ToolCall | Done | Retry
 
 def retry_line(retry: Retry) -> str:
     """Return one line telling the user about RETRY."""
+    if retry.shared:
+        return (
+            f"{retry.message}; waiting {retry.wait:.1f} s with the other "
+            "requests to this server"
+        )
     return (
         f"{retry.message}; retrying in {retry.wait:.1f} s "
         f"({retry.attempt} of {retry.retries})"
@@ -107,14 +121,23 @@ class Cancel:
         self._lock = threading.Lock()
         self._event = threading.Event()
         self._responses: list[requests.Response] = []
+        self._wakers: list[Callable[[], None]] = []
 
     def __call__(self) -> None:
         """Stop the request: shut its connection down, so that a blocked read ends."""
         with self._lock:
             self._event.set()
             responses, self._responses = self._responses, []
+            wakers = list(self._wakers)
         for response in responses:
             _hang_up(response)
+        for wake in wakers:
+            wake()
+
+    def wakes(self, wake: Callable[[], None]) -> None:
+        """Call WAKE when the request is cancelled, to stop its waiting."""
+        with self._lock:
+            self._wakers.append(wake)
 
     @property
     def is_set(self) -> bool:
@@ -157,6 +180,7 @@ class Client:
     def __init__(self) -> None:
         self._sessions: dict[str, requests.Session] = {}
         self._lock = threading.Lock()
+        self.queues = OriginQueues()
 
     def _session(self, base_url: str) -> requests.Session:
         with self._lock:
@@ -178,6 +202,7 @@ class Client:
         request: ChatRequest,
         before_wait: Callable[[], None] | None = None,
         cancel: Cancel | None = None,
+        place: Place | None = None,
     ) -> Iterator[Event]:
         """Send REQUEST and yield the reply as `Delta`s and a final `Done`.
 
@@ -185,11 +210,21 @@ class Client:
         has come so far was yielded and reading on may wait for the
         network: the moment for a caller to flush what it buffered.
         CANCEL, when given, stops the request from another thread; the
-        request then ends with `Cancelled`.
+        request then ends with `Cancelled`.  The request waits its turn
+        in its origin's queue (`chat_ai_helper.concurrency`); PLACE, when
+        given, is told where it stands there.
         """
         cancel = cancel or Cancel()
+        turn = _Turn(
+            self.queues.get(str(origin(request.base_url)), request.max_concurrent),
+            place or Place(),
+            cancel,
+        )
         try:
-            yield from self._complete(request, before_wait or _nothing, cancel)
+            for event in self._complete(request, before_wait or _nothing, cancel, turn):
+                if isinstance(event, Done):
+                    turn.end(ok=True)
+                yield event
         except Exception as error:
             if cancel.is_set:
                 raise Cancelled("cancelled") from None
@@ -200,21 +235,32 @@ class Client:
             if isinstance(error, requests.RequestException):
                 raise _network_error(error, request) from None
             raise
+        finally:
+            turn.end()
 
-    def _post(self, request: ChatRequest, cancel: Cancel) -> Iterator[Retry | Response]:
+    def _post(
+        self, request: ChatRequest, cancel: Cancel, turn: _Turn
+    ) -> Iterator[Retry | Response]:
         """Post REQUEST, yielding a `Retry` before each new attempt, then the response.
 
-        Connection failures, rate limits and server errors are tried again,
-        up to ``request.max_retries`` times, after a wait that doubles each
-        time (with jitter) or that the server asks for; running out of
-        quota and other client errors are not.  A request cancelled before
-        it is sent is not sent.
+        Each attempt waits for its TURN in the origin's queue.  Connection
+        failures, rate limits and server errors are tried again, up to
+        ``request.max_retries`` times, after a wait that doubles each
+        time (with jitter) or that the server asks for; a 429 pauses the
+        whole origin, and one that came while other requests to it were
+        in flight does not count against the request's retries.
+        Running out of quota and other client errors are not tried again.
+        A request cancelled before it is sent is not sent.
         """
         data = request.payload()
-        for attempt in range(request.max_retries + 1):
+        attempt = 0
+        while True:
+            last = attempt >= request.max_retries
+            crowded = turn.take() > 1
             if cancel.is_set:
                 raise Cancelled("cancelled")
-            last = attempt == request.max_retries
+            status: int | None = None
+            shared = False
             try:
                 response = self._session(request.base_url).post(
                     request.url,
@@ -225,14 +271,17 @@ class Client:
                     allow_redirects=False,
                 )
             except requests.ConnectionError as error:
+                turn.end()
                 if last or cancel.is_set or isinstance(error, NOT_RETRIED):
                     raise
                 failure = str(_network_error(error, request))
                 wait = _backoff(attempt)
             else:
                 cancel.watch(response)
-                retryable = not last and response.status_code in RETRY_STATUSES
-                if not retryable:
+                turn.queue.read_limits(response.headers)
+                status = response.status_code
+                shared = status == 429 and crowded
+                if status not in RETRY_STATUSES or (last and not shared):
                     yield response
                     return
                 with _not_reused(response):
@@ -240,17 +289,26 @@ class Client:
                 if not _worth_retrying(response, problem):
                     yield response
                     return
+                turn.end()
                 failure = str(problem)
                 wait = _server_wait(response) or _backoff(attempt)
-            yield Retry(attempt + 1, request.max_retries, wait, failure)
+                if status == 429:
+                    turn.queue.pause(wait)
+            if not shared:
+                attempt += 1
+            yield Retry(attempt, request.max_retries, wait, failure, status, shared)
             cancel.sleep(wait)
             if cancel.is_set:
                 raise Cancelled("cancelled")
 
     def _complete(
-        self, request: ChatRequest, before_wait: Callable[[], None], cancel: Cancel
+        self,
+        request: ChatRequest,
+        before_wait: Callable[[], None],
+        cancel: Cancel,
+        turn: _Turn,
     ) -> Iterator[Event]:
-        for outcome in self._post(request, cancel):
+        for outcome in self._post(request, cancel, turn):
             if isinstance(outcome, Retry):
                 yield outcome
             else:
@@ -264,6 +322,8 @@ class Client:
             if response.status_code >= 400:
                 with _not_reused(response):
                     error = _api_error(response, request.api_key)
+                if error.code == "insufficient_quota":
+                    turn.queue.stop(error)
                 raise _missing_key_advice(error, request)
             if request.endpoint == "images":
                 yield from self._read_images(response, request)
@@ -282,7 +342,6 @@ class Client:
     def _read_images(self, response: Response, request: ChatRequest) -> Iterator[Event]:
         """Write the images of RESPONSE where REQUEST says, and yield a `Done`."""
         from chat_ai_helper.images import read_images
-        from chat_ai_helper.urls import origin
 
         payload = _json_body(response, response.content, request.api_key)
         if isinstance(payload, dict) and "error" in payload:
@@ -307,6 +366,29 @@ class Client:
 
 def _nothing() -> None:
     pass
+
+
+class _Turn:
+    """One request's turn in its origin's queue: taken, then given back once."""
+
+    def __init__(self, queue: OriginQueue, place: Place, cancel: Cancel) -> None:
+        self.queue = queue
+        self.place = place
+        self.cancel = cancel
+        self.held = False
+        cancel.wakes(queue.wake)
+
+    def take(self) -> int:
+        """Wait for the turn, and return how many requests are then in flight."""
+        running = self.queue.take(self.place, lambda: self.cancel.is_set)
+        self.held = True
+        return running
+
+    def end(self, ok: bool = False) -> None:
+        """Give the turn back, if held; OK when the reply ended well."""
+        if self.held:
+            self.held = False
+            self.queue.give_back(ok)
 
 
 @contextlib.contextmanager

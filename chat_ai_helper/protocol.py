@@ -2,7 +2,9 @@
 
 Each line read is one request object (see ``docs/protocol.org``), or a
 cancel, providers or hello message; each line written is one event
-carrying a request's ``id``: ``retry``, ``reasoning`` and ``delta`` events, then exactly
+carrying a request's ``id``: ``queued`` and ``started`` events while it
+waits its turn (`chat_ai_helper.concurrency`), ``retry``, ``reasoning``
+and ``delta`` events, then exactly
 one ``done`` or ``error`` event (a ``preview`` for a dry run, a
 ``providers`` event for a providers message, a ``usage`` event for a
 usage message).  Requests run concurrently,
@@ -13,6 +15,7 @@ needs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -32,6 +35,7 @@ from chat_ai_helper.client import (
     ToolCall,
     retry_line,
 )
+from chat_ai_helper.concurrency import Place
 from chat_ai_helper.errors import Cancelled, ChatAIError, ConfigError, InternalError
 from chat_ai_helper.providers import listing, providers_file
 from chat_ai_helper.request import parse_request
@@ -78,6 +82,7 @@ class EventWriter:
         self.output = output
         self.interval = interval
         self.pending: dict[tuple[Any, int, bool], list[str]] = {}
+        self.positions: dict[Any, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.last_write = 0.0
         self.timer: threading.Timer | None = None
@@ -89,9 +94,22 @@ class EventWriter:
         with self.lock:
             self.pending.setdefault((request_id, choice, thinking), []).append(text)
 
+    def queued(self, request_id: Any, ahead: int, wait: float | None) -> None:
+        """Note that REQUEST_ID waits with AHEAD requests before it, and WAIT seconds.
+
+        Only the latest place of each request is written, with the deltas.
+        """
+        event = {"id": request_id, "type": "queued", "ahead": ahead}
+        if wait is not None:
+            event["wait"] = wait
+        with self.lock:
+            self.positions[request_id] = event
+        self.flush()
+
     def event(self, event: dict[str, Any]) -> None:
         """Write EVENT at once, after the deltas before it."""
         with self.lock:
+            self.positions.pop(event.get("id"), None)
             self._write_deltas()
             self.output.write(encode_event(event))
             self._push()
@@ -99,7 +117,7 @@ class EventWriter:
     def flush(self) -> None:
         """Write the pending deltas now, or soon when the last write was recent."""
         with self.lock:
-            if not self.pending:
+            if not self.pending and not self.positions:
                 return
             wait = self.last_write + self.interval - time.monotonic()
             if wait <= 0:
@@ -113,7 +131,7 @@ class EventWriter:
     def _flush_later(self) -> None:
         with self.lock:
             self.timer = None
-            if self.pending:
+            if self.pending or self.positions:
                 self._write_deltas()
                 self._push()
 
@@ -122,8 +140,12 @@ class EventWriter:
         with self.lock:
             for key in [key for key in self.pending if key[0] == request_id]:
                 del self.pending[key]
+            self.positions.pop(request_id, None)
 
     def _write_deltas(self) -> None:
+        positions, self.positions = self.positions, {}
+        for event in positions.values():
+            self.output.write(encode_event(event))
         pending, self.pending = self.pending, {}
         for (request_id, choice, thinking), texts in pending.items():
             event = (
@@ -147,6 +169,7 @@ def answer(
     writer: EventWriter,
     cancel: Cancel,
     log: UsageLog | None = None,
+    order: int = 0,
 ) -> None:
     """Run the request ENVELOPE, writing its events with WRITER.
 
@@ -155,12 +178,13 @@ def answer(
     expected or not, becomes its ``error`` event.  A cancelled request
     ends without another event: its caller has already finished it.
     Each request sent is recorded in LOG, after its final event.
+    ORDER is its place in the line of requests read, for its origin's queue.
     """
     request_id = envelope.get("id") if isinstance(envelope, dict) else None
     meters: list[Meter] = []
     log = log or UsageLog()
     try:
-        _answer(request_id, envelope, client, writer, cancel, meters, log)
+        _answer(request_id, envelope, client, writer, cancel, meters, log, order)
     except Cancelled:
         writer.forget(request_id)
         log.end(meters[0] if meters else None, "cancelled")
@@ -183,6 +207,7 @@ def _answer(
     cancel: Cancel,
     meters: list[Meter],
     log: UsageLog,
+    order: int,
 ) -> None:
     if isinstance(envelope, dict) and envelope.get("dry_run"):
         preview = parse_request(envelope, require_key=False).preview()
@@ -193,8 +218,23 @@ def _answer(
         return
     request = parse_request(envelope)
     meter = meter_for("emacs", request, envelope)
-    meters.append(meter)
-    events = client.complete(request, before_wait=writer.flush, cancel=cancel)
+
+    def sent() -> None:
+        # A request never sent (cancelled in the queue, or stopped with
+        # its origin) has no row in the usage log; time counts from here.
+        if not meters:
+            meter.started = time.monotonic()
+            meters.append(meter)
+
+    place = Place(
+        queued=lambda ahead, wait: writer.queued(request_id, ahead, wait),
+        started=lambda: writer.event({"id": request_id, "type": "started"}),
+        taken=sent,
+        order=order,
+    )
+    events = client.complete(
+        request, before_wait=writer.flush, cancel=cancel, place=place
+    )
     for event in events:
         if isinstance(event, Delta):
             meter.text(event.text)
@@ -210,6 +250,8 @@ def _answer(
                     "attempt": event.attempt,
                     "retries": event.retries,
                     "wait": event.wait,
+                    "status": event.status,
+                    "shared": event.shared,
                     "message": retry_line(event),
                 }
             )
@@ -294,6 +336,7 @@ def serve(lines: Iterable[bytes], output: IO[bytes]) -> None:
     writer = EventWriter(output)
     log = UsageLog()
     running: dict[Any, tuple[threading.Thread, Cancel]] = {}
+    arrivals = itertools.count()
     try:
         for line in lines:
             if not line.strip():
@@ -327,7 +370,9 @@ def serve(lines: Iterable[bytes], output: IO[bytes]) -> None:
                 del running[finished]
             cancel = Cancel()
             thread = threading.Thread(
-                target=answer, args=(message, client, writer, cancel, log), daemon=True
+                target=answer,
+                args=(message, client, writer, cancel, log, next(arrivals)),
+                daemon=True,
             )
             running[request_id if request_id is not None else id(thread)] = (
                 thread,

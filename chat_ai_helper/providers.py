@@ -19,7 +19,10 @@ with a built-in name replaces that provider::
      "event": {"base_url": "https://proxy.example/api/v1",
                "headers": {"openai-event-code": "hackathon/me"}},
      "work": {"base_url": "https://llm.example.com/v1",
-              "api_key_env": "WORK_LLM_KEY"}}
+              "api_key_env": "WORK_LLM_KEY", "max_concurrent": 2}}
+
+``max_concurrent`` is how many requests may be in flight to the
+provider at once (`chat_ai_helper.concurrency`).
 
 `resolve` is the one place that decides where a request goes and which
 key and headers it carries, for Emacs and the command line alike:
@@ -44,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chat_ai_helper.concurrency import DEFAULT_MAX_CONCURRENT, MAX_CONCURRENT
 from chat_ai_helper.errors import ConfigError, shown
 from chat_ai_helper.urls import Origin, origin
 
@@ -67,6 +71,7 @@ class Provider:
     api_version: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     api: str = "openai"
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT
 
     def describe(self, environ: Mapping[str, str]) -> dict[str, Any]:
         """Return what a caller may know of this provider, as a JSON-ready object."""
@@ -180,6 +185,16 @@ def _user_provider(
         if not HEADER_NAME.match(str(header)):
             raise ConfigError(f"{where}: {shown(header)} is not a valid header name")
     base = _built_in(name, environ) if name in BUILT_IN else Provider(name, None)
+    max_concurrent = entry.get("max_concurrent", base.max_concurrent)
+    if (
+        isinstance(max_concurrent, bool)
+        or not isinstance(max_concurrent, int)
+        or not 1 <= max_concurrent <= MAX_CONCURRENT
+    ):
+        raise ConfigError(
+            f"{where}: max_concurrent must be a whole number from 1 to "
+            f"{MAX_CONCURRENT}, not {shown(max_concurrent)}"
+        )
     return Provider(
         name,
         entry["base_url"],
@@ -189,6 +204,7 @@ def _user_provider(
         api_version=base.api_version,
         headers={str(key): value for key, value in headers.items()},
         api=base.api,
+        max_concurrent=max_concurrent,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from chat_ai_helper.attachments import expand, shorten
+from chat_ai_helper.concurrency import DEFAULT_MAX_CONCURRENT, MAX_CONCURRENT
 from chat_ai_helper.errors import ConfigError, shown
 from chat_ai_helper.images import EDITS_PATH, IMAGES_MODEL, edit_form, image_paths
 from chat_ai_helper.providers import DEFAULT_BASE_URL, resolve
@@ -317,6 +318,7 @@ class ChatRequest:
     provider: str = "openai"
     provider_name: str = "openai"
     max_retries: int = DEFAULT_MAX_RETRIES
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT
     missing_key: str | None = None
     endpoint: str = "chat"
     path: str = "/chat/completions"
@@ -415,7 +417,8 @@ def parse_request(
     The envelope holds ``body`` (the request of its ``endpoint``: ``chat``,
     the default, ``completions`` or ``images``) and optionally ``id``,
     ``provider``, ``base_url``, ``api_key``, ``api_key_host``,
-    ``headers``, ``api_version``, ``timeout`` and ``max_retries``.  Where
+    ``headers``, ``api_version``, ``timeout``, ``max_retries`` and
+    ``max_concurrent`` (else the provider's, else 6).  Where
     the request goes and which key it carries is decided by
     `chat_ai_helper.providers.resolve`, from ENVIRON; the envelope's
     base URL counts as the user's own only when TRUSTED.  A missing model
@@ -485,9 +488,14 @@ def parse_request(
             f"not {shown(max_retries)}",
             "max_retries",
         )
+    max_concurrent = envelope.get("max_concurrent")
+    if max_concurrent is None:
+        max_concurrent = route.provider.max_concurrent
+    _integer(1, MAX_CONCURRENT)("max_concurrent", max_concurrent)
     return ChatRequest(
         body=body,
         max_retries=max_retries,
+        max_concurrent=max_concurrent,
         base_url=route.base_url,
         api_key=route.api_key,
         headers=route.headers,

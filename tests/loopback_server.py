@@ -55,7 +55,15 @@ it answers is chosen by the request's model name:
   held answer goes on at once, and those that come later are not held,
   until ``hold`` makes the server hold them again.  So a test can look
   at a reply mid-stream, or at a request still open, however fast or
-  slow the machine.
+  slow the machine;
+- ``busy-K``: a server that works on at most K such requests at once:
+  each takes ``CHAT_AI_TEST_DELAY`` seconds (default 0.05) before its
+  echo, and one beyond K gets a 429 (``rate_limit_exceeded``, with
+  ``retry-after: 1`` and ``retry-after-ms: 200``, counted in
+  ``refused``); ``in_flight`` is how many it works on now,
+  ``peak_in_flight`` the most it ever did at once;
+- ``spent``: the echo, with headers saying that no request is left
+  until ``x-ratelimit-reset-requests: 0.3s``.
 
 It counts the connections it accepted in ``connections``.
 
@@ -93,6 +101,9 @@ class LoopbackServer(ThreadingHTTPServer):
         self.hung_up = 0
         self.connections = 0
         self.seen: dict[str, int] = {}
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.refused = 0
         self.echo = echo
         self.lock = threading.Lock()
         self.released = threading.Event()
@@ -202,6 +213,8 @@ class Handler(BaseHTTPRequestHandler):
         if model.startswith("error-"):
             self.send_error_scenario(model[len("error-") :], retry_after_ms="1")
             return
+        if model.startswith("busy-") and not self.work_busy(int(model[5:])):
+            return
         if model == "html":
             page = b"<html><head><title>502 Bad Gateway</title></head></html>"
             self.send_bytes(200, "text/html", page)
@@ -240,6 +253,7 @@ class Handler(BaseHTTPRequestHandler):
                 ],
                 "usage": usage,
             },
+            rate_headers(model),
         )
 
     def answer_tool_calls(
@@ -364,6 +378,8 @@ class Handler(BaseHTTPRequestHandler):
         }.get(model, "text/event-stream; charset=utf-8")
         if content_type:
             self.send_header("Content-Type", content_type)
+        for name, value in rate_headers(model).items():
+            self.send_header(name, value)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         if model == "azure-filter":
@@ -422,6 +438,35 @@ class Handler(BaseHTTPRequestHandler):
             if model != "no-done":
                 self.send_chunk(b"data: [DONE]\n\n")
         self.send_chunk(b"")
+
+    def work_busy(self, limit: int) -> bool:
+        """Work on a ``busy-LIMIT`` request, or refuse it with a 429 beyond LIMIT.
+
+        Return whether it was taken.  It counts as in flight until its
+        reply starts, so that a client cannot see it end before then.
+        """
+        with self.server.lock:
+            taken = self.server.in_flight < limit
+            if taken:
+                self.server.in_flight += 1
+                self.server.peak_in_flight = max(
+                    self.server.peak_in_flight, self.server.in_flight
+                )
+            else:
+                self.server.refused += 1
+        if not taken:
+            payload = error_object(
+                "Rate limit reached; please try again later.",
+                "requests",
+                "rate_limit_exceeded",
+            )
+            headers = {"retry-after": "1", "retry-after-ms": "200"}
+            self.send_json(429, payload, headers)
+            return False
+        time.sleep(float(os.environ.get("CHAT_AI_TEST_DELAY", "0.05")))
+        with self.server.lock:
+            self.server.in_flight -= 1
+        return True
 
     def send_error_scenario(self, error: str, retry_after_ms: str) -> None:
         """Send the error that ERROR, ``STATUS`` or ``STATUS-CODE``, describes."""
@@ -511,6 +556,17 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+
+def rate_headers(model: str) -> dict[str, str]:
+    """Return the rate-limit headers of a reply of MODEL: ``spent`` has none left."""
+    if model != "spent":
+        return {}
+    return {
+        "x-ratelimit-limit-requests": "60",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "0.3s",
+    }
 
 
 def image_bytes(name: str) -> bytes:

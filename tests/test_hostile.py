@@ -280,7 +280,10 @@ def test_bad_and_good_requests_at_once_each_end_as_their_own(
         assert request_id not in finals, f"an event after the end of {request_id}"
         if event["type"] == "delta":
             texts[request_id] = texts.get(request_id, "") + event["text"]
-        elif event["type"] != "tool_call":
+        elif event["type"] in ("queued", "started", "tool_call"):
+            # So many requests to one server at once wait their turns.
+            continue
+        else:
             finals[request_id] = event
     for name in names:
         assert (finals[f"good {name}"]["type"], texts[f"good {name}"]) == (

@@ -380,3 +380,36 @@ def test_header_args_and_their_values_complete(
         assert "Wrong type argument" not in terminal.screen()
     finally:
         terminal.close()
+
+
+def test_execute_buffer_over_many_blocks_queues_them_and_sums_up(
+    server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHAT_AI_TEST_DELAY", "0.3")
+    notes = tmp_path / "many.org"
+    blocks = [
+        f"* Question {n}\n#+begin_src chat-ai :model busy-2 :base-url "
+        f"{server.base_url}\nquestion {n}\n#+end_src\n"
+        for n in range(1, 21)
+    ]
+    notes.write_text("\n".join(blocks), encoding="utf-8")
+    terminal = open_in_emacs(notes)
+    try:
+        terminal.wait_for(lambda s: "#+begin_src chat-ai" in s, "the Org file")
+        terminal.keys("C-c", "C-v", "b")
+        terminal.wait_for(
+            lambda s: "chat-ai: 20 answered, 0 failed," in s and "chat-ai[" not in s,
+            "every block answered, and the summary in the echo area",
+        )
+        terminal.keys("C-x", "C-s")
+        terminal.wait_for(lambda s: "Wrote " in s, "the file saved")
+        saved = notes.read_text(encoding="utf-8")
+        answered = [
+            block.replace("#+end_src\n", f"#+end_src\n\n#+RESULTS:\n: question {n}\n")
+            for n, block in enumerate(blocks, 1)
+        ]
+        assert saved == "\n".join(answered)
+        assert server.peak_in_flight <= 2
+        assert len(server.received) == 20 + server.refused
+    finally:
+        terminal.close()

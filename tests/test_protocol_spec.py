@@ -59,12 +59,16 @@ def test_every_event_type_the_helper_emits_is_documented_and_handled() -> None:
 
 def test_every_field_of_every_event_is_documented(server: LoopbackServer) -> None:
     def ask(
-        request_id: str, model: str, stream: bool = False, **fields: Any
+        request_id: str,
+        model: str,
+        stream: bool = False,
+        content: str = "hi",
+        **fields: Any,
     ) -> dict[str, Any]:
         body = {
             "model": model,
             "stream": stream,
-            "messages": [{"role": "user", "content": "hi"}],
+            "messages": [{"role": "user", "content": content}],
         }
         return {"id": request_id, "base_url": server.base_url, "body": body, **fields}
 
@@ -85,6 +89,9 @@ def test_every_field_of_every_event_is_documented(server: LoopbackServer) -> Non
                 "tools": [{"type": "function", "function": {"name": "f"}}],
             },
         },
+        # The second waits for the first, which takes a second or more.
+        ask("first", "slow", stream=True, max_concurrent=1, content="x" * 60),
+        ask("second", "m", max_concurrent=1),
         {"type": "providers", "id": "providers"},
         {"type": "hello", "id": "hello"},
         {"type": "usage", "id": "usage"},
