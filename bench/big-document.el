@@ -6,8 +6,8 @@
 ;; with CHAT_AI_BENCH_URL, CHAT_AI_BENCH_HELPER and CHAT_AI_BENCH_CASE set.
 ;; Each case prints one JSON object on its last line:
 ;;
-;; - "stream N": N asynchronous blocks whose replies stream at once, run
-;;   by `org-babel-execute-buffer', while a 10 ms repeating timer notes
+;; - "stream N [MODEL]": N asynchronous blocks whose replies stream at
+;;   once (from MODEL, "slow" if none), run by `org-babel-execute-buffer', while a 10 ms repeating timer notes
 ;;   how late it fires: wall seconds, the timer's lateness, how many
 ;;   garbage collections ran and how long they took, and how many
 ;;   blocks ended with the whole reply;
@@ -62,13 +62,13 @@
   (format "#+begin_src chat-ai :model %s :base-url %s%s\n%s\n#+end_src\n\n"
           model bench-url (if header (concat " " header) "") prompt))
 
-(defun bench-stream (count)
-  "Stream COUNT replies at once through `org-babel-execute-buffer'."
+(defun bench-stream (count model)
+  "Stream COUNT replies from MODEL at once through `org-babel-execute-buffer'."
   (with-temp-buffer
     (org-mode)
     (dotimes (i count)
       (insert (format "* Question %d\n\n" i)
-              (bench-block "slow" (format "Answer %d: %s" i (make-string 110 ?x)))))
+              (bench-block model (format "Answer %d: %s" i (make-string 110 ?x)))))
     (bench-start-timer)
     (let ((started (float-time))
           (gcs gcs-done)
@@ -180,7 +180,7 @@ and *some* /markup/.\n- an item\n- another\n\n" i i))
   (bench-warm-up)
   (princ (json-serialize
           (pcase (car words)
-            ("stream" (bench-stream argument))
+            ("stream" (bench-stream argument (or (nth 2 words) "slow")))
             ("start" (bench-start (or argument 5)))
             ("big" (bench-big argument)))))
   (terpri))

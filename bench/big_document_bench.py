@@ -7,14 +7,21 @@ real batch Emacs for each case, all in the same run:
 1. N asynchronous blocks run by ``org-babel-execute-buffer`` whose replies
    stream at once (model ``slow``: 3-character deltas, paced), for N = 1 and
    N = 200: wall time against N times the one block's (the serial time),
-   the lateness of a 10 ms repeating timer (max and p99), Emacs' garbage
+   and against the serial time over the helper's concurrency (at most
+   ``DEFAULT_MAX_CONCURRENT`` requests in flight per origin), the
+   lateness of a 10 ms repeating timer (max and p99), Emacs' garbage
    collections meanwhile (a timer cannot fire during one), and the most
    requests the server saw in flight at once.
-2. The cost of starting a block, from executing it to its request line
+2. BUSY blocks (40) against a server that works on 4 requests at once
+   and answers 429 with ``retry-after`` beyond (model ``busy-4``, each
+   reply ``CHAT_AI_BENCH_BUSY_DELAY`` seconds, 0.5 by default): how many
+   were answered, the 429s the server sent, and the wall time against
+   the ideal, BUSY times one such block's time alone over 4.
+3. The cost of starting a block, from executing it to its request line
    handed to the helper: block 1,000 of a 1,000-block document against
    block 1, and a block with 100 earlier turns in its ``:session`` against
    one in a fresh session (medians).
-3. One block at the end of a 10 MB Org file streaming a reply of 5,000
+4. One block at the end of a 10 MB Org file streaming a reply of 5,000
    deltas, against the same block alone in a small file: timer lateness.
 
 Prints Org tables with the ratios; nothing here is pass/fail.
@@ -36,8 +43,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from loopback_server import Handler, LoopbackServer  # noqa: E402
 
+from chat_ai_helper.concurrency import DEFAULT_MAX_CONCURRENT  # noqa: E402
+
 ROUNDS = int(os.environ.get("CHAT_AI_BENCH_ROUNDS", "5"))
 MANY = int(os.environ.get("CHAT_AI_BENCH_MANY", "200"))
+BUSY = int(os.environ.get("CHAT_AI_BENCH_BUSY", "40"))
+BUSY_LIMIT = 4
+BUSY_DELAY = os.environ.get("CHAT_AI_BENCH_BUSY_DELAY", "0.5")
 BIG = 10_000_000
 HELPER = Path(sys.executable).parent / "chat-ai"
 EMACS_SCRIPT = ROOT / "bench" / "big-document.el"
@@ -49,24 +61,27 @@ class CountingHandler(Handler):
     server: CountingServer
 
     def do_POST(self) -> None:
-        """Answer one POST, counted as in flight meanwhile."""
+        """Answer one POST, counted as served meanwhile."""
         with self.server.lock:
-            self.server.in_flight += 1
-            self.server.peak = max(self.server.peak, self.server.in_flight)
+            self.server.serving += 1
+            self.server.peak = max(self.server.peak, self.server.serving)
         try:
             super().do_POST()
         finally:
             with self.server.lock:
-                self.server.in_flight -= 1
+                self.server.serving -= 1
 
 
 class CountingServer(LoopbackServer):
-    """The loopback server, noting the most requests it served at once."""
+    """The loopback server, noting the most requests it served at once.
+
+    Its own ``in_flight`` and ``refused`` count only ``busy-K`` requests.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.RequestHandlerClass = CountingHandler
-        self.in_flight = 0
+        self.serving = 0
         self.peak = 0
 
 
@@ -134,12 +149,14 @@ def many_blocks(server: CountingServer) -> None:
     many_peak = server.peak
     serial = one["seconds"] * MANY
     for count, run, peak in ((1, one, one_peak), (MANY, many, many_peak)):
+        bound = one["seconds"] * count / min(count, DEFAULT_MAX_CONCURRENT)
         rows.append(
             [
                 str(count),
                 f"{run['answered']}/{count}",
                 f"{run['seconds']:.2f}",
                 f"{run['seconds'] / (one['seconds'] * count):.3f}",
+                f"{run['seconds'] / bound:.2f}",
                 ms(percentile(run["lateness"], 0.99)),
                 ms(max(run["lateness"], default=0)),
                 gc_cell(run),
@@ -148,18 +165,63 @@ def many_blocks(server: CountingServer) -> None:
         )
     table(
         f"Replies streaming at once through org-babel-execute-buffer "
-        f"(serial time: {MANY} x one block's, {serial:.1f} s)",
+        f"(serial time: {MANY} x one block's, {serial:.1f} s; "
+        f"at most {DEFAULT_MAX_CONCURRENT} in flight)",
         [
             "blocks",
             "answered",
             "wall (s)",
             "wall / serial",
+            "wall / (serial / in flight)",
             "timer late p99 (ms)",
             "timer late max (ms)",
             "GCs (ms each)",
             "peak in flight",
         ],
         rows,
+    )
+
+
+def busy_server(server: CountingServer) -> None:
+    """Run 1 and BUSY blocks against a server taking BUSY_LIMIT at once."""
+    model = f"busy-{BUSY_LIMIT}"
+    delay = os.environ.get("CHAT_AI_TEST_DELAY")
+    os.environ["CHAT_AI_TEST_DELAY"] = BUSY_DELAY
+    try:
+        one = run_emacs(server, f"stream 1 {model}")
+        server.refused = server.peak_in_flight = 0
+        many = run_emacs(server, f"stream {BUSY} {model}")
+        refused, peak = server.refused, server.peak_in_flight
+    finally:
+        if delay is None:
+            del os.environ["CHAT_AI_TEST_DELAY"]
+        else:
+            os.environ["CHAT_AI_TEST_DELAY"] = delay
+    ideal = BUSY * one["seconds"] / BUSY_LIMIT
+    table(
+        f"A server that takes {BUSY_LIMIT} requests at once and answers 429 "
+        f"(retry-after-ms: 200) beyond, each reply {BUSY_DELAY} s "
+        f"(one block alone: {one['seconds']:.2f} s)",
+        [
+            "blocks",
+            "answered",
+            "429s received",
+            "wall (s)",
+            f"ideal: {BUSY} x one / {BUSY_LIMIT} (s)",
+            "wall / ideal",
+            "server peak in flight",
+        ],
+        [
+            [
+                str(BUSY),
+                f"{many['answered']}/{BUSY}",
+                str(refused),
+                f"{many['seconds']:.2f}",
+                f"{ideal:.2f}",
+                f"{many['seconds'] / ideal:.2f}",
+                str(peak),
+            ]
+        ],
     )
 
 
@@ -232,6 +294,7 @@ def main() -> None:
     server = CountingServer()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     many_blocks(server)
+    busy_server(server)
     start_cost(server)
     big_file(server)
     server.shutdown()
