@@ -263,7 +263,9 @@ limit is reached, or when batch Emacs cannot confirm the calls."
         (setq answers
               (condition-case nil
                   (with-current-buffer (ob-chat-ai--job-buffer job)
-                    (ob-chat-ai-tools-answer requested (1+ (ob-chat-ai--job-rounds job))))
+                    (ob-chat-ai-tools-answer
+                     requested (1+ (ob-chat-ai--job-rounds job))
+                     (alist-get 'tools (alist-get 'body (ob-chat-ai--job-envelope job)))))
                 (quit :quit)))
         (eq answers :quit))
       (ob-chat-ai--job-end job '((type . "error") (kind . "cancelled"))))

@@ -265,7 +265,7 @@ returned last."
           (setq note (ob-chat-ai-tools-round-limit-note round))
         (cl-incf round)
         (let* ((calls (ob-chat-ai-tools-calls turn))
-               (answers (ob-chat-ai-tools-answer calls round)))
+               (answers (ob-chat-ai-tools-answer calls round offered)))
           (if (stringp answers)
               (setq note answers)
             (setq records (append records answers)
@@ -324,12 +324,24 @@ per call, as the chat-completions API takes them."
     (setf (alist-get 'body new) body)
     new))
 
-(defun ob-chat-ai-tools-answer (requested round)
+(defun ob-chat-ai-tools-offered-names (tools)
+  "Return the function names of TOOLS, a tools array."
+  (mapcar (lambda (tool) (alist-get 'name (alist-get 'function tool)))
+          tools))
+
+(defun ob-chat-ai-tools-answer (requested round offered)
   "Return the record of each tool call REQUESTED in ROUND, or a note.
-Each is confirmed, then run.
+Each call of a block among OFFERED, the tools array of the request,
+is confirmed, then run; a call of any other name runs nothing and
+the model is told so.
 The records are (ROUND CALL VALUE) lists, in order.  When confirmation
 is on in batch Emacs, nothing runs: return the note saying so."
-  (let ((answers (mapcar #'ob-chat-ai-tools-confirm requested)))
+  (let* ((names (ob-chat-ai-tools-offered-names offered))
+         (answers (mapcar (lambda (call)
+                            (if (member (alist-get 'name call) names)
+                                (ob-chat-ai-tools-confirm call)
+                              'refused))
+                          requested)))
     (if (memq 'batch answers)
         (ob-chat-ai-reply-note
          "the model asked to run %s; batch Emacs cannot confirm tool calls \
@@ -339,11 +351,14 @@ is on in batch Emacs, nothing runs: return the note saying so."
                     requested ", "))
       (cl-mapcar (lambda (call answer)
                    (list round call
-                         (if answer
-                             (progn
-                               (message "chat-ai: running tool %s..." (alist-get 'name call))
-                               (ob-chat-ai-tools-run call))
-                           "The user declined to run this tool.")))
+                         (cond
+                          ((eq answer 'refused)
+                           (format "Error: this block offers no tool %s; it offers: %s"
+                                   (alist-get 'name call) (string-join names ", ")))
+                          (answer
+                           (message "chat-ai: running tool %s..." (alist-get 'name call))
+                           (ob-chat-ai-tools-run call))
+                          (t "The user declined to run this tool."))))
                  requested answers))))
 
 (defun ob-chat-ai-tools-round-limit-note (rounds)

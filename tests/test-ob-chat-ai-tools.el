@@ -212,6 +212,17 @@ parameter label; its parameters are: item, count | left: 2 rows"
     (should (string-search "Tool results: Error: No price for gold"
                            (ob-chat-ai-test-tools-result)))))
 
+(ert-deftest ob-chat-ai-test-tools-a-block-not-offered-never-runs ()
+  (ob-chat-ai-test-with-org
+      (ob-chat-ai-test-tools-doc ":model tool-other-broken :tools lookup-price"
+                                 "{\"item\": \"gold\"}")
+    (let ((requests (ob-chat-ai-test-tool-exchange nil nil)))
+      (should (= (length requests) 2))
+      (should (string-search
+               "Tool results: Error: this block offers no tool broken; it offers: lookup-price"
+               (ob-chat-ai-test-tools-result)))
+      (should-not (string-search "No price for gold" (ob-chat-ai-test-tools-result))))))
+
 (ert-deftest ob-chat-ai-test-tools-declined-goes-back-to-the-model ()
   (ob-chat-ai-test-with-org
       (ob-chat-ai-test-tools-doc ":model tool-call :tools lookup-price :async no"
