@@ -51,6 +51,9 @@ batch Emacs, which cannot ask, no tool runs while this is non-nil.
 (defconst ob-chat-ai-tools--name-regexp "\\`[a-zA-Z0-9_-]\\{1,64\\}\\'"
   "The regexp of a function name that the chat-completions API accepts.")
 
+(defvar ob-chat-ai-tools--running nil
+  "The tool blocks running now, as (BUFFER . NAME) pairs, the innermost first.")
+
 (defvar-local ob-chat-ai-tools--always nil
   "The names of the blocks of this buffer whose calls run without asking.")
 
@@ -198,14 +201,22 @@ return the symbol `batch' while confirmation is on."
 
 (defun ob-chat-ai-tools-run (call)
   "Run the block that tool CALL names with its arguments; return the value as text.
-A block that fails or returns nothing gives the text of the error."
+A block that fails or returns nothing gives the text of the error, and
+so does a block called while it runs already, by itself or through
+other tool blocks, which would never end."
   (condition-case err
       (let* ((name (alist-get 'name call))
+             (running (cons (current-buffer) name))
              (arguments (ob-chat-ai-tools--arguments call))
              (value (org-with-wide-buffer
                      (ob-chat-ai-tools--goto name)
                      (ob-chat-ai-tools--check-arguments name arguments)
-                     (let ((org-babel-current-src-block-location nil))
+                     (when (member running ob-chat-ai-tools--running)
+                       (error "The block %s is running already: a tool block \
+cannot call itself, directly or through other tools" name))
+                     (let ((org-babel-current-src-block-location nil)
+                           (ob-chat-ai-tools--running
+                            (cons running ob-chat-ai-tools--running)))
                        (org-babel-execute-src-block
                         nil nil
                         (append (mapcar (lambda (argument) (cons :var argument))

@@ -234,6 +234,17 @@ parameter label; its parameters are: item, count | left: 2 rows"
                          (arguments . "{} :end:"))
                         "v"))))))
 
+(ert-deftest ob-chat-ai-test-tools-a-block-that-calls-itself-stops ()
+  (ob-chat-ai-test-with-org
+      (concat "#+name: me\n"
+              (ob-chat-ai-test-tools-doc ":model tool-call :tools me" "hi"))
+    (let ((requests (ob-chat-ai-test-tool-exchange nil nil)))
+      (should (= (length requests) 4))
+      (should (string-search
+               "\nError: The block me is running already: a tool block cannot \
+call itself, directly or through other tools\n"
+               (ob-chat-ai-test-tools-result))))))
+
 (ert-deftest ob-chat-ai-test-tools-declined-goes-back-to-the-model ()
   (ob-chat-ai-test-with-org
       (ob-chat-ai-test-tools-doc ":model tool-call :tools lookup-price :async no"
