@@ -262,10 +262,13 @@ limit is reached, or when batch Emacs cannot confirm the calls."
      ((progn
         (setq answers
               (condition-case nil
-                  (with-current-buffer (ob-chat-ai--job-buffer job)
-                    (ob-chat-ai-tools-answer
+                  ;; A timer runs with quitting inhibited: let C-g stop
+                  ;; the question and the tool blocks.
+                  (let ((inhibit-quit nil))
+                    (with-current-buffer (ob-chat-ai--job-buffer job)
+                      (ob-chat-ai-tools-answer
                      requested (1+ (ob-chat-ai--job-rounds job))
-                     (alist-get 'tools (alist-get 'body (ob-chat-ai--job-envelope job)))))
+                     (alist-get 'tools (alist-get 'body (ob-chat-ai--job-envelope job))))))
                 (quit :quit)))
         (eq answers :quit))
       (ob-chat-ai--job-end job '((type . "error") (kind . "cancelled"))))
