@@ -54,6 +54,9 @@ batch Emacs, which cannot ask, no tool runs while this is non-nil.
 (defvar ob-chat-ai-tools--running nil
   "The tool blocks running now, as (BUFFER . NAME) pairs, the innermost first.")
 
+(defvar ob-chat-ai-tools--asking nil
+  "Non-nil while the user is asked whether a tool may run.")
+
 (defvar-local ob-chat-ai-tools--always nil
   "The names of the blocks of this buffer whose calls run without asking.")
 
@@ -188,13 +191,14 @@ return the symbol `batch' while confirmation is on."
      ((member name ob-chat-ai-tools--always) t)
      (noninteractive 'batch)
      (t
-      (pcase (car (read-multiple-choice
+      (pcase (car (let ((ob-chat-ai-tools--asking t))
+                    (read-multiple-choice
                    (format "chat-ai: run tool %s %s? " name
                            (truncate-string-to-width
                             (alist-get 'arguments call) 200 nil nil "…"))
                    '((?y "yes" "run the block with these arguments")
                      (?n "no" "tell the model that you declined")
-                     (?a "always" "run this block's calls in this buffer without asking"))))
+                     (?a "always" "run this block's calls in this buffer without asking")))))
         (?y t)
         (?a (push name ob-chat-ai-tools--always) t)
         (_ nil))))))

@@ -122,3 +122,54 @@ def test_ctrl_g_stops_the_tool_question_and_a_tool_that_never_ends(
         assert len(server.received) == 2
     finally:
         terminal.close()
+
+
+def test_two_blocks_ask_their_tool_questions_one_after_the_other(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    notes = tmp_path / "tools.org"
+    blocks = "".join(
+        f"#+begin_src chat-ai :model tool-call :tools lookup-price "
+        f":base-url {server.base_url}\n"
+        f'{{"item": "{item}"}}\n#+end_src\n\n'
+        for item in ("plum", "fig")
+    )
+    notes.write_text(
+        blocks + "Look up the price of an item.\n#+name: lookup-price\n"
+        '#+begin_src emacs-lisp :var item="pear"\n'
+        '(format "%s costs 3" item)\n#+end_src\n',
+        encoding="utf-8",
+    )
+    terminal = open_in_emacs(notes)
+
+    def question(screen: str) -> str | None:
+        for item in ("plum", "fig"):
+            if f'run tool lookup-price {{"item": "{item}"}}?' in screen:
+                return item
+        return None
+
+    try:
+        terminal.wait_for(lambda s: "#+begin_src chat-ai" in s, "the Org file")
+        terminal.keys("C-c", "C-v", "b")
+        first = question(terminal.wait_for(question, "the first question"))
+        terminal.keys("y")
+        terminal.wait_for(
+            lambda s: f": Tool results: {first} costs 3" in s, "the first reply"
+        )
+        screen = terminal.wait_for(
+            lambda s: question(s) not in (None, first), "the second question"
+        )
+        second = question(screen)
+        terminal.keys("n")
+        terminal.wait_for(
+            lambda s: ": Tool results: The user declined to run this tool." in s,
+            "the second reply",
+        )
+        terminal.keys("C-x", "C-s")
+        terminal.wait_for(lambda s: "Wrote " in s, "the file saved")
+        saved = notes.read_text(encoding="utf-8")
+        assert f"{first} costs 3" in saved
+        assert f"{second} costs 3" not in saved
+        assert len(server.received) == 4
+    finally:
+        terminal.close()
