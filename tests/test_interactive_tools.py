@@ -151,7 +151,9 @@ def test_two_blocks_ask_their_tool_questions_one_after_the_other(
     try:
         terminal.wait_for(lambda s: "#+begin_src chat-ai" in s, "the Org file")
         terminal.keys("C-c", "C-v", "b")
-        first = question(terminal.wait_for(question, "the first question"))
+        first = question(
+            terminal.wait_for(lambda s: question(s) is not None, "the first question")
+        )
         terminal.keys("y")
         terminal.wait_for(
             lambda s: f": Tool results: {first} costs 3" in s, "the first reply"
