@@ -247,13 +247,16 @@ The placeholder names them; the block stays busy meanwhile."
 (defun ob-chat-ai--job-run-tools (job requested event)
   "Run the tools REQUESTED by the reply of JOB, ended by EVENT; send the values.
 The job ends instead when it was cancelled meanwhile, when the round
-limit is reached, or when batch Emacs cannot confirm the calls."
+limit is reached, or when batch Emacs cannot confirm the calls.  While
+the question of another block's tool is asked, it waits its turn."
   (let ((limit (ob-chat-ai-tools-max-rounds (ob-chat-ai--job-params job)))
         (answers nil))
     (cond
      ((or (ob-chat-ai--job-stopped job) (ob-chat-ai--job-dropped job)
           (not (ob-chat-ai--job-block-live-p job)))
       (ob-chat-ai--job-end job '((type . "error") (kind . "cancelled"))))
+     (ob-chat-ai-tools--asking
+      (run-at-time 0.2 nil #'ob-chat-ai--job-run-tools job requested event))
      ((>= (ob-chat-ai--job-rounds job) limit)
       (setf (ob-chat-ai--job-tools job)
             (append (ob-chat-ai--job-tools job)
@@ -262,8 +265,13 @@ limit is reached, or when batch Emacs cannot confirm the calls."
      ((progn
         (setq answers
               (condition-case nil
-                  (with-current-buffer (ob-chat-ai--job-buffer job)
-                    (ob-chat-ai-tools-answer requested (1+ (ob-chat-ai--job-rounds job))))
+                  ;; A timer runs with quitting inhibited: let C-g stop
+                  ;; the question and the tool blocks.
+                  (let ((inhibit-quit nil))
+                    (with-current-buffer (ob-chat-ai--job-buffer job)
+                      (ob-chat-ai-tools-answer
+                     requested (1+ (ob-chat-ai--job-rounds job))
+                     (alist-get 'tools (alist-get 'body (ob-chat-ai--job-envelope job))))))
                 (quit :quit)))
         (eq answers :quit))
       (ob-chat-ai--job-end job '((type . "error") (kind . "cancelled"))))
@@ -360,7 +368,7 @@ earlier request was cancelled."
              (ob-chat-ai--result-hash))))
    (lambda ()
      (ob-chat-ai--job-show job)
-     (message "%s%s" (ob-chat-ai--job-placeholder job)
+     (ob-chat-ai--echo "%s%s" (ob-chat-ai--job-placeholder job)
               (if again " (the earlier request of this block is cancelled)" "")))))
 
 (defun ob-chat-ai--result-hash ()
@@ -659,7 +667,7 @@ A reply that asks to run the block's tools goes on in another round."
                   (and (ob-chat-ai--job-thoughts job)
                        (ob-chat-ai-reply-shows-reasoning-p params)))
           (ob-chat-ai--fold-reasoning (ob-chat-ai--job-block job)))))
-      (message "%s" (or echo
+      (ob-chat-ai--echo "%s" (or echo
                         (format "chat-ai: answered in %.1fs"
                                 (- (float-time) (ob-chat-ai--job-started job)))))))
   (ob-chat-ai--job-forget job)
@@ -689,7 +697,12 @@ A reply that asks to run the block's tools goes on in another round."
 (defun ob-chat-ai--show-summary ()
   "Say how the run that just ended went, when it ran more than one block."
   (when (and ob-chat-ai--run (> (ob-chat-ai--run-started ob-chat-ai--run) 1))
-    (message "chat-ai: %s" (ob-chat-ai-progress-summary))))
+    (ob-chat-ai--echo "chat-ai: %s" (ob-chat-ai-progress-summary))))
+
+(defun ob-chat-ai--echo (format &rest args)
+  "Show FORMAT with ARGS in the echo area, unless a tool's question is there."
+  (unless ob-chat-ai-tools--asking
+    (apply #'message format args)))
 
 (defun ob-chat-ai--job-insert (job text complete)
   "Put TEXT in the results of JOB's block, through Babel's result handling.

@@ -182,11 +182,15 @@ show as fixed-width text; in a drawer it is a block Org folds."
 (defun ob-chat-ai-reply-tool-block (round call value)
   "Return the record of tool CALL of ROUND that gave VALUE, as a tool block.
 Its first line names the block, the arguments, the call's id and the
-round; its lines are VALUE, protected as Org protects code."
-  (let ((case-fold-search t))
+round, each kept to that line whatever the model sent; its lines are
+VALUE, protected as Org protects code."
+  (let ((case-fold-search t)
+        (word (lambda (field)
+                (replace-regexp-in-string "[ \t\n\r]+" "_" (alist-get field call) t t))))
     (format "#+begin_tool %s %s :id %s :round %d\n%s\n#+end_tool\n"
-            (alist-get 'name call) (alist-get 'arguments call)
-            (alist-get 'call_id call) round
+            (funcall word 'name)
+            (replace-regexp-in-string "[\n\r]+" " " (alist-get 'arguments call) t t)
+            (funcall word 'call_id) round
             (replace-regexp-in-string ob-chat-ai--protected-line-regexp "\\1,\\2"
                                       value t))))
 

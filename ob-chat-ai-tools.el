@@ -51,6 +51,12 @@ batch Emacs, which cannot ask, no tool runs while this is non-nil.
 (defconst ob-chat-ai-tools--name-regexp "\\`[a-zA-Z0-9_-]\\{1,64\\}\\'"
   "The regexp of a function name that the chat-completions API accepts.")
 
+(defvar ob-chat-ai-tools--running nil
+  "The tool blocks running now, as (BUFFER . NAME) pairs, the innermost first.")
+
+(defvar ob-chat-ai-tools--asking nil
+  "Non-nil while the user is asked whether a tool may run.")
+
 (defvar-local ob-chat-ai-tools--always nil
   "The names of the blocks of this buffer whose calls run without asking.")
 
@@ -185,27 +191,36 @@ return the symbol `batch' while confirmation is on."
      ((member name ob-chat-ai-tools--always) t)
      (noninteractive 'batch)
      (t
-      (pcase (car (read-multiple-choice
+      (pcase (car (let ((ob-chat-ai-tools--asking t))
+                    (read-multiple-choice
                    (format "chat-ai: run tool %s %s? " name
                            (truncate-string-to-width
                             (alist-get 'arguments call) 200 nil nil "…"))
                    '((?y "yes" "run the block with these arguments")
                      (?n "no" "tell the model that you declined")
-                     (?a "always" "run this block's calls in this buffer without asking"))))
+                     (?a "always" "run this block's calls in this buffer without asking")))))
         (?y t)
         (?a (push name ob-chat-ai-tools--always) t)
         (_ nil))))))
 
 (defun ob-chat-ai-tools-run (call)
   "Run the block that tool CALL names with its arguments; return the value as text.
-A block that fails or returns nothing gives the text of the error."
+A block that fails or returns nothing gives the text of the error, and
+so does a block called while it runs already, by itself or through
+other tool blocks, which would never end."
   (condition-case err
       (let* ((name (alist-get 'name call))
+             (running (cons (current-buffer) name))
              (arguments (ob-chat-ai-tools--arguments call))
              (value (org-with-wide-buffer
                      (ob-chat-ai-tools--goto name)
                      (ob-chat-ai-tools--check-arguments name arguments)
-                     (let ((org-babel-current-src-block-location nil))
+                     (when (member running ob-chat-ai-tools--running)
+                       (error "The block %s is running already: a tool block \
+cannot call itself, directly or through other tools" name))
+                     (let ((org-babel-current-src-block-location nil)
+                           (ob-chat-ai-tools--running
+                            (cons running ob-chat-ai-tools--running)))
                        (org-babel-execute-src-block
                         nil nil
                         (append (mapcar (lambda (argument) (cons :var argument))
@@ -265,7 +280,7 @@ returned last."
           (setq note (ob-chat-ai-tools-round-limit-note round))
         (cl-incf round)
         (let* ((calls (ob-chat-ai-tools-calls turn))
-               (answers (ob-chat-ai-tools-answer calls round)))
+               (answers (ob-chat-ai-tools-answer calls round offered)))
           (if (stringp answers)
               (setq note answers)
             (setq records (append records answers)
@@ -324,12 +339,24 @@ per call, as the chat-completions API takes them."
     (setf (alist-get 'body new) body)
     new))
 
-(defun ob-chat-ai-tools-answer (requested round)
+(defun ob-chat-ai-tools-offered-names (tools)
+  "Return the function names of TOOLS, a tools array."
+  (mapcar (lambda (tool) (alist-get 'name (alist-get 'function tool)))
+          tools))
+
+(defun ob-chat-ai-tools-answer (requested round offered)
   "Return the record of each tool call REQUESTED in ROUND, or a note.
-Each is confirmed, then run.
+Each call of a block among OFFERED, the tools array of the request,
+is confirmed, then run; a call of any other name runs nothing and
+the model is told so.
 The records are (ROUND CALL VALUE) lists, in order.  When confirmation
 is on in batch Emacs, nothing runs: return the note saying so."
-  (let ((answers (mapcar #'ob-chat-ai-tools-confirm requested)))
+  (let* ((names (ob-chat-ai-tools-offered-names offered))
+         (answers (mapcar (lambda (call)
+                            (if (member (alist-get 'name call) names)
+                                (ob-chat-ai-tools-confirm call)
+                              'refused))
+                          requested)))
     (if (memq 'batch answers)
         (ob-chat-ai-reply-note
          "the model asked to run %s; batch Emacs cannot confirm tool calls \
@@ -339,11 +366,14 @@ is on in batch Emacs, nothing runs: return the note saying so."
                     requested ", "))
       (cl-mapcar (lambda (call answer)
                    (list round call
-                         (if answer
-                             (progn
-                               (message "chat-ai: running tool %s..." (alist-get 'name call))
-                               (ob-chat-ai-tools-run call))
-                           "The user declined to run this tool.")))
+                         (cond
+                          ((eq answer 'refused)
+                           (format "Error: this block offers no tool %s; it offers: %s"
+                                   (alist-get 'name call) (string-join names ", ")))
+                          (answer
+                           (message "chat-ai: running tool %s..." (alist-get 'name call))
+                           (ob-chat-ai-tools-run call))
+                          (t "The user declined to run this tool."))))
                  requested answers))))
 
 (defun ob-chat-ai-tools-round-limit-note (rounds)

@@ -39,6 +39,8 @@ it answers is chosen by the request's model name:
   Once a ``tool`` message follows the last user message, ``tool-call`` and
   ``tool-two`` answer ``Tool results: `` and the contents of the tool
   messages since then, joined by `` | ``; ``tool-loop`` calls again forever;
+  ``tool-other-NAME`` does as ``tool-call`` does, but calls NAME, offered
+  or not;
 - ``reasoning_content`` / ``reasoning``: thinks first ("Let me think: " and
   the prompt), sending the thinking in that field of the deltas or the
   message, then replies;
@@ -629,11 +631,16 @@ def error_object(message: str, type_: str, code: str | None = None) -> dict[str,
 TOOL_MODELS = ("tool-call", "tool-two", "tool-loop")
 
 
+def is_tool_model(model: str) -> bool:
+    """Return True when MODEL is one of the ``tool-…`` models."""
+    return model in TOOL_MODELS or model.startswith("tool-other-")
+
+
 def tool_calls_for(body: dict[str, Any]) -> list[dict[str, Any]]:
     """Return the tool calls that a ``tool-…`` model makes for BODY, if any."""
     model = str(body.get("model", ""))
     tools = body.get("tools") or []
-    if model not in TOOL_MODELS or not tools:
+    if not is_tool_model(model) or not tools:
         return []
     messages = body["messages"]
     last_user = max(
@@ -650,6 +657,8 @@ def tool_calls_for(body: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(arguments, dict):
         arguments = {}
     names = [tool["function"]["name"] for tool in tools]
+    if model.startswith("tool-other-"):
+        names = [model[len("tool-other-") :]]
     chosen = (names * 2)[:2] if model == "tool-two" else names[:1]
     turn = sum(1 for m in messages if m.get("role") == "assistant")
     return [
@@ -665,7 +674,7 @@ def tool_calls_for(body: dict[str, Any]) -> list[dict[str, Any]]:
 def reply_for(body: dict[str, Any]) -> str:
     """Return the reply text for BODY."""
     model = str(body.get("model", ""))
-    if model in TOOL_MODELS:
+    if is_tool_model(model):
         messages = body["messages"]
         last_user = max(
             (i for i, m in enumerate(messages) if m.get("role") == "user"), default=0

@@ -212,6 +212,39 @@ parameter label; its parameters are: item, count | left: 2 rows"
     (should (string-search "Tool results: Error: No price for gold"
                            (ob-chat-ai-test-tools-result)))))
 
+(ert-deftest ob-chat-ai-test-tools-a-block-not-offered-never-runs ()
+  (ob-chat-ai-test-with-org
+      (ob-chat-ai-test-tools-doc ":model tool-other-broken :tools lookup-price"
+                                 "{\"item\": \"gold\"}")
+    (let ((requests (ob-chat-ai-test-tool-exchange nil nil)))
+      (should (= (length requests) 2))
+      (should (string-search
+               "Tool results: Error: this block offers no tool broken; it offers: lookup-price"
+               (ob-chat-ai-test-tools-result)))
+      (should-not (string-search "No price for gold" (ob-chat-ai-test-tools-result))))))
+
+(ert-deftest ob-chat-ai-test-tools-a-record-keeps-what-the-model-sent-on-its-line ()
+  (let* ((call '((name . "x\n* Heading") (call_id . "c 1\n#+end_tool")
+                 (arguments . "{}\r\n:end:")))
+         (record (ob-chat-ai-reply-tool-block 1 call "v")))
+    (should (equal record "#+begin_tool x_*_Heading {} :end: :id c_1_#+end_tool \
+:round 1\nv\n#+end_tool\n"))
+    (should (equal (ob-chat-ai-reply-tool-records record)
+                   '((1 ((call_id . "c_1_#+end_tool") (name . "x_*_Heading")
+                         (arguments . "{} :end:"))
+                        "v"))))))
+
+(ert-deftest ob-chat-ai-test-tools-a-block-that-calls-itself-stops ()
+  (ob-chat-ai-test-with-org
+      (concat "#+name: me\n"
+              (ob-chat-ai-test-tools-doc ":model tool-call :tools me" "hi"))
+    (let ((requests (ob-chat-ai-test-tool-exchange nil nil)))
+      (should (= (length requests) 4))
+      (should (string-search
+               "\nError: The block me is running already: a tool block cannot \
+call itself, directly or through other tools\n"
+               (ob-chat-ai-test-tools-result))))))
+
 (ert-deftest ob-chat-ai-test-tools-declined-goes-back-to-the-model ()
   (ob-chat-ai-test-with-org
       (ob-chat-ai-test-tools-doc ":model tool-call :tools lookup-price :async no"
