@@ -65,7 +65,7 @@ it answers is chosen by the request's model name:
   ``refused``); ``in_flight`` is how many it works on now,
   ``peak_in_flight`` the most it ever did at once;
 - ``spent``: the echo, with headers saying that no request is left
-  until ``x-ratelimit-reset-requests: 0.3s``.
+  until ``x-ratelimit-reset-requests: 1s``.
 
 It counts the connections it accepted in ``connections``.
 
@@ -96,6 +96,7 @@ class LoopbackServer(ThreadingHTTPServer):
     """The HTTP server, keeping what it received in ``received``."""
 
     daemon_threads = True
+    request_queue_size = 128
 
     def __init__(self, port: int = 0, echo: bool = False) -> None:
         super().__init__(("127.0.0.1", port), Handler)
@@ -567,7 +568,7 @@ def rate_headers(model: str) -> dict[str, str]:
     return {
         "x-ratelimit-limit-requests": "60",
         "x-ratelimit-remaining-requests": "0",
-        "x-ratelimit-reset-requests": "0.3s",
+        "x-ratelimit-reset-requests": "1s",
     }
 
 
