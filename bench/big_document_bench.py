@@ -41,6 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from helper_bench import table  # noqa: E402
 from loopback_server import Handler, LoopbackServer  # noqa: E402
 
 from chat_ai_helper.concurrency import DEFAULT_MAX_CONCURRENT  # noqa: E402
@@ -118,26 +119,6 @@ def gc_cell(run: dict[str, Any]) -> str:
     """Return the garbage collections of RUN and their mean length, for a table."""
     count = run["gcs"]
     return f"{count} ({run['gc-seconds'] / count * 1000:.0f})" if count else "0"
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    """Print an Org table with TITLE above it."""
-    print(title)
-    print()
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return (
-            "| "
-            + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
-            + " |"
-        )
-
-    print(line(header))
-    print("|" + "+".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print(line(row))
-    print()
 
 
 def many_blocks(server: CountingServer) -> None:
