@@ -176,6 +176,12 @@ four
     (ob-chat-ai-test-execute "^\\* Waiting\n#\\+begin_src")
     (ob-chat-ai-test-wait-for "second\n#+end_src\n: chat-ai: queued, 0 ahead")
     (should (equal (buffer-string) ob-chat-ai-test-queue-earlier))
+    ;; Queued, as waiting for the model and streaming, the block shows
+    ;; its state under #+end_src, above the earlier result that stays.
+    (should (string-match-p (concat "second\n#\\+end_src\n: chat-ai: queued, 0 ahead  "
+                                    "\\[[0-9]+s, 0 chars\\]\n\n#\\+RESULTS:\n"
+                                    ": the earlier answer\n")
+                            (ob-chat-ai-test-shown)))
     (ob-chat-ai-cancel-all)
     (ob-chat-ai-test-idle)
     (should (string-search "second\n#+end_src\n\n#+RESULTS:\n: the earlier answer\n"

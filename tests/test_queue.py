@@ -367,3 +367,29 @@ def test_a_request_in_line_is_told_its_place_again_while_it_waits(
     helper.send({"type": "cancel", "id": "blocker"})
     helper.until(lambda e: e["id"] == "waiting" and e["type"] == "done")
     helper.finish()
+
+
+def test_places_stay_true_when_one_leaves_and_the_ceiling_shrinks(
+    server: LoopbackServer, helper: Helper
+) -> None:
+    for blocker in ("a", "b"):
+        helper.send(ask(server, blocker, "hang", max_concurrent=2))
+        helper.until(lambda e, b=blocker: e["id"] == b and e["type"] == "delta")
+    for waiting in ("w1", "w2", "w3"):
+        helper.send(ask(server, waiting, max_concurrent=2))
+        helper.until(lambda e, w=waiting: e["id"] == w and e["type"] == "queued")
+    helper.send(ask(server, "narrow", max_concurrent=1))
+    helper.until(lambda e: e["id"] == "narrow" and e["type"] == "queued")
+    assert places_told(helper.events)[-1] == {"w1": 0, "w2": 1, "w3": 2, "narrow": 3}
+    helper.send({"type": "cancel", "id": "w2"})
+    helper.until(lambda e: e["id"] == "narrow" and e.get("ahead") == 2)
+    helper.send({"type": "cancel", "id": "a"})
+    helper.send({"type": "cancel", "id": "b"})
+    helper.until(lambda e: e["id"] == "narrow" and e["type"] == "done")
+    events = helper.finish()
+    assert [e["type"] for e in helper.of("w2")] == ["queued"]
+    # Emacs forgets a request when it cancels it; the helper says nothing more.
+    for places in places_told([e for e in events if e["id"] != "w2"]):
+        assert len(set(places.values())) == len(places), places
+    asked = [r["body"]["messages"][0]["content"] for r in server.received]
+    assert asked == [f"question {n}" for n in ("a", "b", "w1", "w3", "narrow")]
