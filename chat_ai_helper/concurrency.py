@@ -115,6 +115,7 @@ class OriginQueue:
                         place.taken()
                         return self.running
                     waiter = self._join(place)
+                self._announce()
                 while True:
                     if is_cancelled():
                         raise Cancelled("cancelled")
@@ -157,19 +158,22 @@ class OriginQueue:
         """
         with self.lock:
             self._pause(seconds)
+            self._announce()
+            self.lock.notify_all()
 
     def refuse(self, place: Place, seconds: float) -> None:
         """End the turn of the request at PLACE, refused with a 429 asking SECONDS.
 
         The origin pauses (see `pause`), and the request waits for its
         next turn in line, at its PLACE: the next `take` of that place
-        goes on waiting there, and `leave` takes it out of line.
+        goes on waiting there, and tells the line; `leave` takes it out.
         """
         with self.lock:
             self.running = max(0, self.running - 1)
             if not any(w.place is place for w in self.waiting):
                 self._join(place)
             self._pause(seconds)
+            self.lock.notify_all()
 
     def leave(self, place: Place) -> None:
         """Take the request at PLACE out of line, if it waits there."""
@@ -186,15 +190,12 @@ class OriginQueue:
         if now >= self.paused_until:
             self.limit = max(1, self.limit // 2)
         self.paused_until = max(self.paused_until, now + seconds)
-        self._announce()
-        self.lock.notify_all()
 
     def _join(self, place: Place) -> _Waiter:
         """Put the request at PLACE in line behind those that came before it."""
         waiter = _Waiter(place)
         before = [w for w in self.waiting if w.place.order < place.order]
         self.waiting.insert(len(before), waiter)
-        self._announce()
         return waiter
 
     def read_limits(self, headers: Mapping[str, str]) -> None:
@@ -244,16 +245,10 @@ class OriginQueue:
         """
         now = time.monotonic()
         paused = self.paused_until if self.paused_until > now + 0.001 else 0.0
-        back = [
-            (ahead, waiter)
-            for ahead, waiter in enumerate(self.waiting)
-            if waiter.told is not None and waiter.told[0] < ahead
-        ]
-        rest = [
-            (ahead, waiter)
-            for ahead, waiter in enumerate(self.waiting)
-            if not (waiter.told is not None and waiter.told[0] < ahead)
-        ]
+        line = list(enumerate(self.waiting))
+        back = [(a, w) for a, w in line if w.told is not None and w.told[0] < a]
+        moved = {id(w) for _, w in back}
+        rest = [(a, w) for a, w in line if id(w) not in moved]
         for ahead, waiter in [*reversed(back), *rest]:
             told = (ahead, paused)
             if waiter.told != told:
