@@ -827,7 +827,9 @@ and failed."
 
 (defun ob-chat-ai-cancel ()
   "Cancel the request of the chat-ai block at point.
-The text that had come goes in the results, marked as incomplete."
+The text that had come goes in the results, marked as incomplete; a
+request still waiting in the queue was never sent, and its block
+keeps the result it had."
   (interactive)
   (let ((job (seq-find #'ob-chat-ai--job-at-point-p ob-chat-ai--jobs)))
     (unless job
