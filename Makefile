@@ -54,7 +54,7 @@ system-deps:
 lint-python: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy chat_ai_helper tests
+	$(VENV)/bin/mypy chat_ai_helper tests bench
 
 pytest: venv system-deps
 	$(VPY) -m pytest -q; status=$$?; \

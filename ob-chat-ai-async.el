@@ -422,6 +422,16 @@ the requests ahead shows with the progress, every half second."
     (unless (eq (null was-queued) (null (ob-chat-ai--job-queued job)))
       (ob-chat-ai--job-show job))))
 
+(defun ob-chat-ai--job-unsent-p (job event)
+  "Return non-nil when final EVENT cancels JOB while it waits in the queue.
+Nothing of JOB's reply was sent then, nor has anything come: its
+block keeps the result it had."
+  (and (equal (alist-get 'kind event) "cancelled")
+       (ob-chat-ai--job-queued job)
+       (null (ob-chat-ai--job-deltas job))
+       (null (ob-chat-ai--job-thoughts job))
+       (null (ob-chat-ai--job-tools job))))
+
 (defun ob-chat-ai--job-retry (job event)
   "Note retry EVENT of JOB, counting a 429, and tell the user."
   (when (and (eql (alist-get 'status event) 429)
@@ -650,9 +660,13 @@ A reply that asks to run the block's tools goes on in another round."
     (let* ((texts (ob-chat-ai--choice-texts (ob-chat-ai--job-deltas job)
                                             (ob-chat-ai--job-params job)))
            (params (ob-chat-ai--job-params job))
-           (echo (ob-chat-ai-reply-echo event)))
+           (unsent (ob-chat-ai--job-unsent-p job event))
+           (echo (if unsent
+                     "chat-ai: cancelled before it was sent; the block's result is unchanged"
+                   (ob-chat-ai-reply-echo event))))
       (cond
        ((equal (alist-get 'kind event) "invalid"))
+       (unsent)
        ((ob-chat-ai--job-block-live-p job)
         (ob-chat-ai--job-insert
          job
@@ -813,7 +827,9 @@ and failed."
 
 (defun ob-chat-ai-cancel ()
   "Cancel the request of the chat-ai block at point.
-The text that had come goes in the results, marked as incomplete."
+The text that had come goes in the results, marked as incomplete; a
+request still waiting in the queue was never sent, and its block
+keeps the result it had."
   (interactive)
   (let ((job (seq-find #'ob-chat-ai--job-at-point-p ob-chat-ai--jobs)))
     (unless job

@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -85,7 +85,10 @@ class TLSServer(LoopbackServer):
         return f"https://localhost:{self.server_address[1]}/v1"
 
 
-def start(server: LoopbackServer) -> LoopbackServer:
+Served = TypeVar("Served", bound=LoopbackServer)
+
+
+def start(server: Served) -> Served:
     """Serve SERVER in a thread and return it."""
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

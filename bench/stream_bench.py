@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -45,7 +46,7 @@ def time_curl(base_url: str, model: str, body_file: Path) -> float:
     return time.perf_counter() - started
 
 
-def time_emacs(base_url: str, model: str) -> dict[str, float]:
+def time_emacs(base_url: str, model: str) -> dict[str, Any]:
     """Return seconds, timer lateness and size of one stream into Emacs."""
     helper = Path(sys.executable).parent / "chat-ai"
     result = subprocess.run(
@@ -60,7 +61,8 @@ def time_emacs(base_url: str, model: str) -> dict[str, float]:
         text=True,
         check=True,
     )
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    run: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return run
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -87,7 +89,9 @@ def main() -> None:
                     }
                 )
             )
-            curl_times, emacs_times, lateness = [], [], []
+            curl_times: list[float] = []
+            emacs_times: list[float] = []
+            lateness: list[float] = []
             for _ in range(ROUNDS):
                 curl_times.append(time_curl(server.base_url, model, body_file))
                 run = time_emacs(server.base_url, model)

@@ -247,8 +247,9 @@ class Client:
         failures, rate limits and server errors are tried again, up to
         ``request.max_retries`` times, after a wait that doubles each
         time (with jitter) or that the server asks for; a 429 pauses the
-        whole origin, and one that came while other requests to it were
-        in flight does not count against the request's retries.
+        whole origin, and the request waits for it in the origin's queue,
+        at its place; one that came while other requests to it were in
+        flight does not count against the request's retries.
         Running out of quota and other client errors are not tried again.
         A request cancelled before it is sent is not sent.
         """
@@ -289,15 +290,17 @@ class Client:
                 if not _worth_retrying(response, problem):
                     yield response
                     return
-                turn.end()
                 failure = str(problem)
                 wait = _server_wait(response) or _backoff(attempt)
                 if status == 429:
-                    turn.queue.pause(wait)
+                    turn.refused(wait)
+                else:
+                    turn.end()
             if not shared:
                 attempt += 1
             yield Retry(attempt, request.max_retries, wait, failure, status, shared)
-            cancel.sleep(wait)
+            if status != 429:
+                cancel.sleep(wait)
             if cancel.is_set:
                 raise Cancelled("cancelled")
 
@@ -384,11 +387,19 @@ class _Turn:
         self.held = True
         return running
 
+    def refused(self, seconds: float) -> None:
+        """Give the turn back after a 429 asking SECONDS, and wait in line again."""
+        if self.held:
+            self.held = False
+            self.queue.refuse(self.place, seconds)
+
     def end(self, ok: bool = False) -> None:
-        """Give the turn back, if held; OK when the reply ended well."""
+        """Give the turn back, if held, else leave the line; OK: it ended well."""
         if self.held:
             self.held = False
             self.queue.give_back(ok)
+        else:
+            self.queue.leave(self.place)
 
 
 @contextlib.contextmanager

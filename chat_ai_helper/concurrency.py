@@ -11,6 +11,12 @@ least 1), each reply that ends well raises it by one again, up to
 429 saying ``insufficient_quota`` stops the origin: every request
 waiting for it, and every later one, ends with that error, until a
 request already in flight ends well or the helper restarts.
+
+A request refused with a 429 waits for the pause in the line, at the
+place it had, so that the requests behind it are told it is ahead of
+them.  While a request waits, it is told where it stands whenever that
+changes, and again at least every ``heartbeat`` seconds: a request in
+the line is alive, however long the line.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from chat_ai_helper.errors import APIError, Cancelled
 DEFAULT_MAX_CONCURRENT = 6
 MAX_CONCURRENT = 64
 MAX_PAUSE = 60.0
+HEARTBEAT = 30.0
 
 
 def _nothing_queued(ahead: int, wait: float | None) -> None:
@@ -46,8 +53,9 @@ class Place:
 
     QUEUED is called with the number of requests ahead of it and, while
     the origin is paused, the seconds left; again whenever either
-    changes.  STARTED is called when a request that waited is sent,
-    TAKEN whenever a request has its turn, whether it waited or not.
+    changes, and at least every HEARTBEAT seconds while it waits.
+    STARTED is called when a request that waited is sent, TAKEN
+    whenever a request has its turn, whether it waited or not.
     Requests wait in the ORDER they came in, which is also their place
     when they wait again after a 429.
     """
@@ -56,12 +64,14 @@ class Place:
     started: Callable[[], None] = _nothing
     taken: Callable[[], None] = _nothing
     order: int = field(default_factory=lambda: next(_arrivals))
+    heartbeat: float = HEARTBEAT
 
 
 @dataclass(eq=False)
 class _Waiter:
     place: Place
     told: tuple[int, float] | None = None
+    told_at: float = 0.0
 
 
 @dataclass
@@ -93,18 +103,18 @@ class OriginQueue:
         looked at), and the origin's quota error when it is stopped.
         """
         with self.lock:
-            if is_cancelled():
-                raise Cancelled("cancelled")
-            if self.stopped is not None:
-                raise _stopped_error(self.stopped)
-            if not self.waiting and self._open(time.monotonic()):
-                self.running += 1
-                place.taken()
-                return self.running
-            waiter = _Waiter(place)
-            behind = [w for w in self.waiting if w.place.order < place.order]
-            self.waiting.insert(len(behind), waiter)
+            waiter = next((w for w in self.waiting if w.place is place), None)
             try:
+                if waiter is None:
+                    if is_cancelled():
+                        raise Cancelled("cancelled")
+                    if self.stopped is not None:
+                        raise _stopped_error(self.stopped)
+                    if not self.waiting and self._open(time.monotonic()):
+                        self.running += 1
+                        place.taken()
+                        return self.running
+                    waiter = self._join(place)
                 self._announce()
                 while True:
                     if is_cancelled():
@@ -119,10 +129,14 @@ class OriginQueue:
                         place.taken()
                         self._announce()
                         return self.running
+                    if now - waiter.told_at >= place.heartbeat:
+                        waiter.told = None
+                        self._announce()
                     pause = self.paused_until - now
-                    self.lock.wait(pause if pause > 0 else None)
+                    beat = waiter.told_at + place.heartbeat - now
+                    self.lock.wait(min(pause, beat) if pause > 0 else beat)
             finally:
-                if waiter in self.waiting:
+                if waiter is not None and waiter in self.waiting:
                     self.waiting.remove(waiter)
                     self._announce()
                     self.lock.notify_all()
@@ -142,14 +156,47 @@ class OriginQueue:
         The window halves once per pause: the other 429s that come while
         the origin is paused only make the pause longer, if they ask.
         """
-        seconds = min(max(seconds, 0.0), MAX_PAUSE)
         with self.lock:
-            now = time.monotonic()
-            if now >= self.paused_until:
-                self.limit = max(1, self.limit // 2)
-            self.paused_until = max(self.paused_until, now + seconds)
+            self._pause(seconds)
             self._announce()
             self.lock.notify_all()
+
+    def refuse(self, place: Place, seconds: float) -> None:
+        """End the turn of the request at PLACE, refused with a 429 asking SECONDS.
+
+        The origin pauses (see `pause`), and the request waits for its
+        next turn in line, at its PLACE: the next `take` of that place
+        goes on waiting there, and tells the line; `leave` takes it out.
+        """
+        with self.lock:
+            self.running = max(0, self.running - 1)
+            if not any(w.place is place for w in self.waiting):
+                self._join(place)
+            self._pause(seconds)
+            self.lock.notify_all()
+
+    def leave(self, place: Place) -> None:
+        """Take the request at PLACE out of line, if it waits there."""
+        with self.lock:
+            waiter = next((w for w in self.waiting if w.place is place), None)
+            if waiter is not None:
+                self.waiting.remove(waiter)
+                self._announce()
+                self.lock.notify_all()
+
+    def _pause(self, seconds: float) -> None:
+        seconds = min(max(seconds, 0.0), MAX_PAUSE)
+        now = time.monotonic()
+        if now >= self.paused_until:
+            self.limit = max(1, self.limit // 2)
+        self.paused_until = max(self.paused_until, now + seconds)
+
+    def _join(self, place: Place) -> _Waiter:
+        """Put the request at PLACE in line behind those that came before it."""
+        waiter = _Waiter(place)
+        before = [w for w in self.waiting if w.place.order < place.order]
+        self.waiting.insert(len(before), waiter)
+        return waiter
 
     def read_limits(self, headers: Mapping[str, str]) -> None:
         """Slow down as the rate-limit HEADERS of an answer say, before a 429.
@@ -191,13 +238,22 @@ class OriginQueue:
         return self.running < self.limit and now >= self.paused_until
 
     def _announce(self) -> None:
-        """Tell each waiting request where it stands, when that changed."""
+        """Tell each waiting request where it stands, when that changed.
+
+        Those that moved back are told first, the last first, so that
+        no two requests are ever told the same place.
+        """
         now = time.monotonic()
         paused = self.paused_until if self.paused_until > now + 0.001 else 0.0
-        for ahead, waiter in enumerate(self.waiting):
+        line = list(enumerate(self.waiting))
+        back = [(a, w) for a, w in line if w.told is not None and w.told[0] < a]
+        moved = {id(w) for _, w in back}
+        rest = [(a, w) for a, w in line if id(w) not in moved]
+        for ahead, waiter in [*reversed(back), *rest]:
             told = (ahead, paused)
             if waiter.told != told:
                 waiter.told = told
+                waiter.told_at = now
                 waiter.place.queued(ahead, round(paused - now, 3) if paused else None)
 
 

@@ -2,8 +2,9 @@
 
 Each line read is one request object (see ``docs/protocol.org``), or a
 cancel, providers or hello message; each line written is one event
-carrying a request's ``id``: ``queued`` and ``started`` events while it
-waits its turn (`chat_ai_helper.concurrency`), ``retry``, ``reasoning``
+carrying a request's ``id``: ``queued`` events while it waits its turn
+(`chat_ai_helper.concurrency`), at least every half of its timeout (at
+most 30 s apart), and ``started`` when it is sent, ``retry``, ``reasoning``
 and ``delta`` events, then exactly
 one ``done`` or ``error`` event (a ``preview`` for a dry run, a
 ``providers`` event for a providers message, a ``usage`` event for a
@@ -35,7 +36,7 @@ from chat_ai_helper.client import (
     ToolCall,
     retry_line,
 )
-from chat_ai_helper.concurrency import Place
+from chat_ai_helper.concurrency import HEARTBEAT, Place
 from chat_ai_helper.errors import Cancelled, ChatAIError, ConfigError, InternalError
 from chat_ai_helper.providers import listing, providers_file
 from chat_ai_helper.request import parse_request
@@ -83,6 +84,7 @@ class EventWriter:
         self.interval = interval
         self.pending: dict[tuple[Any, int, bool], list[str]] = {}
         self.positions: dict[Any, dict[str, Any]] = {}
+        self.places: dict[Any, int] = {}
         self.lock = threading.Lock()
         self.last_write = 0.0
         self.timer: threading.Timer | None = None
@@ -107,11 +109,19 @@ class EventWriter:
         self.flush()
 
     def event(self, event: dict[str, Any]) -> None:
-        """Write EVENT at once, after the deltas before it."""
+        """Write EVENT at once, after the deltas before it, before the places after it.
+
+        A place of EVENT's own request is dropped, unless EVENT is a retry:
+        the request then waits in line again.  A request that leaves the
+        line does so before the others are told they moved up.
+        """
         with self.lock:
-            self.positions.pop(event.get("id"), None)
-            self._write_deltas()
+            if event.get("type") != "retry":
+                self.positions.pop(event.get("id"), None)
+                self.places.pop(event.get("id"), None)
+            self._write_texts()
             self.output.write(encode_event(event))
+            self._write_places()
             self._push()
 
     def flush(self) -> None:
@@ -141,11 +151,19 @@ class EventWriter:
             for key in [key for key in self.pending if key[0] == request_id]:
                 del self.pending[key]
             self.positions.pop(request_id, None)
+            self.places.pop(request_id, None)
 
     def _write_deltas(self) -> None:
+        self._write_places()
+        self._write_texts()
+
+    def _write_places(self) -> None:
         positions, self.positions = self.positions, {}
-        for event in positions.values():
+        for event in self._in_turn(positions):
             self.output.write(encode_event(event))
+            self.places[event["id"]] = event["ahead"]
+
+    def _write_texts(self) -> None:
         pending, self.pending = self.pending, {}
         for (request_id, choice, thinking), texts in pending.items():
             event = (
@@ -154,6 +172,31 @@ class EventWriter:
                 else {"id": request_id, "type": "delta", "choice": choice}
             )
             self.output.write(encode_event({**event, "text": "".join(texts)}))
+
+    def _in_turn(self, positions: dict[Any, dict[str, Any]]) -> list[dict[str, Any]]:
+        """Return the queued events of POSITIONS in an order that Emacs can follow.
+
+        A request is told its new place only after the request that was
+        last told that place has been told its own, so that no two
+        requests are ever told the same place, whichever way the line moved.
+        """
+        holders = {self.places[key]: key for key in positions if key in self.places}
+        after: dict[Any, Any] = {}
+        for key, event in positions.items():
+            holder = holders.get(event["ahead"], key)
+            if holder != key:
+                after[holder] = key
+        waiting = set(after.values())
+        ordered: list[dict[str, Any]] = []
+        for key in positions:
+            if key in waiting:
+                continue
+            chain: Any = key
+            while chain is not None and len(ordered) < len(positions):
+                ordered.append(positions[chain])
+                chain = after.get(chain)
+        told = {id(event) for event in ordered}
+        return ordered + [e for e in positions.values() if id(e) not in told]
 
     def _push(self) -> None:
         self.output.flush()
@@ -231,6 +274,7 @@ def _answer(
         started=lambda: writer.event({"id": request_id, "type": "started"}),
         taken=sent,
         order=order,
+        heartbeat=min(HEARTBEAT, request.timeout / 2),
     )
     events = client.complete(
         request, before_wait=writer.flush, cancel=cancel, place=place

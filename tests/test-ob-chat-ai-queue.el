@@ -69,16 +69,24 @@ What the server said of earlier tests' requests is read and forgotten first."
     (should-not (string-search "queued" (ob-chat-ai-test-shown)))
     (should (equal (ob-chat-ai-test-queue-contents) '("first" "second")))))
 
+(defconst ob-chat-ai-test-queue-earlier
+  (replace-regexp-in-string "second\n#\\+end_src\n"
+                            "second\n#+end_src\n\n#+RESULTS:\n: the earlier answer\n"
+                            ob-chat-ai-test-queue-document)
+  "The three blocks, the second with an earlier result.")
+
 (ert-deftest ob-chat-ai-test-queued-block-cancelled-is-never-sent ()
-  (ob-chat-ai-test-async ob-chat-ai-test-queue-document
+  (ob-chat-ai-test-async ob-chat-ai-test-queue-earlier
     (ob-chat-ai-test-queue-start "Running" "Waiting" "Waiting too")
     (ob-chat-ai-test-wait-for "third\n#+end_src\n: chat-ai: queued, 1 ahead")
     (ob-chat-ai-test-queue-at "Waiting")
     (forward-line)
     (ob-chat-ai-cancel)
     (ob-chat-ai-test-wait-for "third\n#+end_src\n: chat-ai: queued, 0 ahead")
-    (should (string-search "second\n#+end_src\n\n#+RESULTS:\n: [chat-ai: cancelled"
-                           (buffer-string)))
+    (should (equal (buffer-string) ob-chat-ai-test-queue-earlier))
+    (should (string-search
+             "chat-ai: cancelled before it was sent; the block's result is unchanged\n"
+             (ob-chat-ai-test-messages)))
     (ob-chat-ai-test-queue-at "Running")
     (forward-line)
     (ob-chat-ai-cancel)
@@ -117,6 +125,8 @@ What the server said of earlier tests' requests is read and forgotten first."
         (re-search-forward "queued, 0 ahead")
         (ob-chat-ai-requests-cancel)
         (should-not (string-search "second" (buffer-string)))
+        (with-current-buffer org
+          (should (equal (buffer-string) ob-chat-ai-test-queue-document)))
         (goto-char (point-min))
         (re-search-forward "running")
         (ob-chat-ai-requests-visit)
@@ -158,6 +168,46 @@ four
     (should (string-search "chat-ai: 3 answered, 1 failed, 1 retried after 429\n"
                            (ob-chat-ai-test-messages)))
     (should-not (ob-chat-ai--mode-line))))
+
+(ert-deftest ob-chat-ai-test-queued-block-run-again-keeps-its-result ()
+  (ob-chat-ai-test-async ob-chat-ai-test-queue-earlier
+    (ob-chat-ai-test-queue-start "Running" "Waiting")
+    (ob-chat-ai-test-wait-for "second\n#+end_src\n: chat-ai: queued, 0 ahead")
+    (ob-chat-ai-test-execute "^\\* Waiting\n#\\+begin_src")
+    (ob-chat-ai-test-wait-for "second\n#+end_src\n: chat-ai: queued, 0 ahead")
+    (should (equal (buffer-string) ob-chat-ai-test-queue-earlier))
+    ;; Queued, as waiting for the model and streaming, the block shows
+    ;; its state under #+end_src, above the earlier result that stays.
+    (should (string-match-p (concat "second\n#\\+end_src\n: chat-ai: queued, 0 ahead  "
+                                    "\\[[0-9]+s, 0 chars\\]\n\n#\\+RESULTS:\n"
+                                    ": the earlier answer\n")
+                            (ob-chat-ai-test-shown)))
+    (ob-chat-ai-cancel-all)
+    (ob-chat-ai-test-idle)
+    (should (string-search "second\n#+end_src\n\n#+RESULTS:\n: the earlier answer\n"
+                           (buffer-string)))
+    (should (equal (ob-chat-ai-test-queue-contents) '("first")))))
+
+(ert-deftest ob-chat-ai-test-queued-block-is-not-dropped-as-unheard ()
+  (let ((ob-chat-ai--silence-margin 1))
+    (ob-chat-ai-test-async (replace-regexp-in-string
+                            ":model m :max-concurrent 1\nsecond"
+                            ":model m :max-concurrent 1 :timeout 1\nsecond"
+                            ob-chat-ai-test-queue-document)
+      (ob-chat-ai-test-queue-start "Running" "Waiting")
+      (ob-chat-ai-test-wait-for "second\n#+end_src\n: chat-ai: queued, 0 ahead")
+      ;; Unheard of for its :timeout and the margin, two seconds, the
+      ;; request would be dropped; three times that, it is still waiting.
+      (let ((until (+ (float-time) 6)))
+        (ob-chat-ai-test-wait (lambda () (> (float-time) until))))
+      (should (string-search "second\n#+end_src\n: chat-ai: queued, 0 ahead"
+                             (ob-chat-ai-test-shown)))
+      (should (= 2 (length (ob-chat-ai-process-open-requests))))
+      (ob-chat-ai-test-queue-at "Running")
+      (forward-line)
+      (ob-chat-ai-cancel)
+      (should (string-search "second\n#+end_src\n\n#+RESULTS:\n: second\n"
+                             (ob-chat-ai-test-idle))))))
 
 (provide 'test-ob-chat-ai-queue)
 

@@ -151,7 +151,9 @@ def test_retry_events_reach_emacs_with_the_wait(server: LoopbackServer) -> None:
         check=True,
     )
     events = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [e["type"] for e in events] == ["retry", "delta", "done"]
+    # Refused with a 429, it waits for the pause in its server's line.
+    types = [e["type"] for e in events]
+    assert types == ["retry", "queued", "started", "delta", "done"]
     assert events[0]["wait"] == 0.02
     assert (events[0]["attempt"], events[0]["retries"]) == (1, 2)
     assert events[0]["message"].startswith("HTTP 429 scenario_error: Scenario error")

@@ -306,3 +306,90 @@ def test_reset_durations_are_read(text: str, seconds: float) -> None:
 
 def test_an_unreadable_reset_duration_is_none() -> None:
     assert _duration("soon") is None
+
+
+def places_told(events: list[dict[str, Any]]) -> list[dict[str, int]]:
+    """Return, after each event, the place each request in line was last told."""
+    places: dict[str, int] = {}
+    seen = []
+    for event in events:
+        if event["type"] == "queued":
+            places[event["id"]] = event["ahead"]
+        elif event["type"] in ("started", "done", "error"):
+            places.pop(event["id"], None)
+        seen.append(dict(places))
+    return seen
+
+
+def test_no_two_requests_in_line_are_ever_told_the_same_place(
+    server: LoopbackServer, helper: Helper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHAT_AI_TEST_DELAY", "0.1")
+    helper.send(*(ask(server, str(n), "busy-1") for n in range(12)))
+    events = helper.finish()
+    assert all(answered(events, str(n)) for n in range(12))
+    assert [e for e in events if e["type"] == "retry" and e["status"] == 429]
+    for places in places_told(events):
+        assert len(set(places.values())) == len(places), places
+
+
+def test_a_request_refused_with_a_429_waits_in_line_at_its_place(
+    server: LoopbackServer, helper: Helper
+) -> None:
+    helper.send(ask(server, "held", "held", max_concurrent=2))
+    helper.until(lambda e: e["id"] == "held" and e["type"] == "delta")
+    helper.send(ask(server, "refused", "flaky-1-429", max_concurrent=2))
+    helper.until(lambda e: e["id"] == "refused" and e["type"] == "retry")
+    helper.send(ask(server, "after", max_concurrent=2))
+    helper.until(lambda e: e["id"] == "after" and e["type"] == "queued")
+    assert places_told(helper.events)[-1] == {"refused": 0, "after": 1}
+    server.release()
+    helper.until(lambda e: e["id"] == "after" and e["type"] == "done")
+    helper.finish()
+    models = [r["body"]["model"] for r in server.received]
+    assert models == ["held", "flaky-1-429", "flaky-1-429", "m"]
+
+
+def test_a_request_in_line_is_told_its_place_again_while_it_waits(
+    server: LoopbackServer, helper: Helper
+) -> None:
+    helper.send(ask(server, "blocker", "hang", max_concurrent=1))
+    helper.until(lambda e: e["id"] == "blocker" and e["type"] == "delta")
+    helper.send(ask(server, "waiting", max_concurrent=1, timeout=1))
+    for told in range(1, 4):
+        helper.until(
+            lambda e, told=told: (
+                len([e for e in helper.of("waiting") if e["type"] == "queued"]) >= told
+            )
+        )
+    queued = [e for e in helper.of("waiting") if e["type"] == "queued"]
+    assert [e["ahead"] for e in queued] == [0] * len(queued)
+    helper.send({"type": "cancel", "id": "blocker"})
+    helper.until(lambda e: e["id"] == "waiting" and e["type"] == "done")
+    helper.finish()
+
+
+def test_places_stay_true_when_one_leaves_and_the_ceiling_shrinks(
+    server: LoopbackServer, helper: Helper
+) -> None:
+    for blocker in ("a", "b"):
+        helper.send(ask(server, blocker, "hang", max_concurrent=2))
+        helper.until(lambda e, b=blocker: e["id"] == b and e["type"] == "delta")
+    for waiting in ("w1", "w2", "w3"):
+        helper.send(ask(server, waiting, max_concurrent=2))
+        helper.until(lambda e, w=waiting: e["id"] == w and e["type"] == "queued")
+    helper.send(ask(server, "narrow", max_concurrent=1))
+    helper.until(lambda e: e["id"] == "narrow" and e["type"] == "queued")
+    assert places_told(helper.events)[-1] == {"w1": 0, "w2": 1, "w3": 2, "narrow": 3}
+    helper.send({"type": "cancel", "id": "w2"})
+    helper.until(lambda e: e["id"] == "narrow" and e.get("ahead") == 2)
+    helper.send({"type": "cancel", "id": "a"})
+    helper.send({"type": "cancel", "id": "b"})
+    helper.until(lambda e: e["id"] == "narrow" and e["type"] == "done")
+    events = helper.finish()
+    assert [e["type"] for e in helper.of("w2")] == ["queued"]
+    # Emacs forgets a request when it cancels it; the helper says nothing more.
+    for places in places_told([e for e in events if e["id"] != "w2"]):
+        assert len(set(places.values())) == len(places), places
+    asked = [r["body"]["messages"][0]["content"] for r in server.received]
+    assert asked == [f"question {n}" for n in ("a", "b", "w1", "w3", "narrow")]
