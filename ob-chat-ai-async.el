@@ -157,9 +157,27 @@ then still names the referring block as the one it runs."
   (let ((location org-babel-current-src-block-location))
     (and location
          (or (not (markerp location)) (eq (marker-buffer location) (current-buffer)))
-         (let ((element (org-element-at-point)))
+         (let ((element (ob-chat-ai--element-at-point)))
            (and (eq (org-element-type element) 'src-block)
                 (= (org-element-property :post-affiliated element) location))))))
+
+(defvar ob-chat-ai--last-element nil
+  "The element last parsed at point, and where.
+It is (ELEMENT BUFFER TICK POINT MIN MAX): the buffer, its
+`buffer-chars-modified-tick', point and the narrowing then.")
+
+(defun ob-chat-ai--element-at-point ()
+  "Return the element at point, as `org-element-at-point' does.
+Starting a block asks for it several times; Org 9.5 parses the
+section up to point each time, so the last answer is kept until the
+buffer, point or narrowing changes."
+  (let ((where (list (current-buffer) (buffer-chars-modified-tick)
+                     (point) (point-min) (point-max))))
+    (if (equal (cdr ob-chat-ai--last-element) where)
+        (car ob-chat-ai--last-element)
+      (let ((element (org-element-at-point)))
+        (setq ob-chat-ai--last-element (cons element where))
+        element))))
 
 (defun ob-chat-ai--block-job ()
   "Return the job of the block Babel is running, or nil."
@@ -191,7 +209,7 @@ block was cancelled for this one."
          (job (ob-chat-ai--job-create
                :block (copy-marker org-babel-current-src-block-location t)
                :body body
-               :params params
+               :params (ob-chat-ai--keep-out-placeholder params)
                :placeholder placeholder
                :envelope envelope
                :started (float-time)
@@ -211,6 +229,20 @@ block was cancelled for this one."
       (setq global-mode-string
             (append global-mode-string '((:eval (ob-chat-ai--mode-line))))))
     placeholder))
+
+(defun ob-chat-ai--keep-out-placeholder (params)
+  "Have Babel only echo the placeholder a block returns; return PARAMS for its job.
+Babel puts what a block returns in place by the :result-params it
+made for this run, once the block has returned; \"silent\" there
+makes it echo the text instead.  The job keeps a copy without it,
+for the reply.  With :cache yes the placeholder goes in, to be taken
+back: the hash Babel writes with it is the reply's."
+  (let ((result-params (cdr (assq :result-params params))))
+    (if (or (null result-params) (ob-chat-ai--yes-p params :cache))
+        params
+      (prog1 (cons (cons :result-params (copy-sequence result-params))
+                   (assq-delete-all :result-params (copy-sequence params)))
+        (nconc result-params (list "silent"))))))
 
 (defun ob-chat-ai--job-send (job)
   "Send the envelope of JOB, whose events then go to JOB."
@@ -356,20 +388,27 @@ runs `org-babel-after-execute-hook' for it."
        t))))
 
 (defun ob-chat-ai--take-back-placeholder (job again)
-  "Undo Babel's insertion of JOB's placeholder once it is done.
-The cache hash Babel gave the block is kept for the finished reply.
-The echo area then says that the reply is awaited, and AGAIN that an
-earlier request was cancelled."
-  (ob-chat-ai--take-back-result
-   (lambda ()
-     (setf (ob-chat-ai--job-hash job)
-           (save-excursion
-             (goto-char (ob-chat-ai--job-block job))
-             (ob-chat-ai--result-hash))))
-   (lambda ()
-     (ob-chat-ai--job-show job)
-     (ob-chat-ai--echo "%s%s" (ob-chat-ai--job-placeholder job)
-              (if again " (the earlier request of this block is cancelled)" "")))))
+  "Show JOB's preview once Babel is done with its placeholder.
+Only with :cache yes has Babel inserted it (see
+`ob-chat-ai--keep-out-placeholder'): it is taken back, and the hash
+Babel gave the block is kept for the finished reply.  The echo
+area then says that the reply is awaited, and AGAIN that an earlier
+request was cancelled."
+  (let ((shown (lambda ()
+                 (ob-chat-ai--job-show job)
+                 (ob-chat-ai--echo "%s%s" (ob-chat-ai--job-placeholder job)
+                                   (if again
+                                       " (the earlier request of this block is cancelled)"
+                                     "")))))
+    (if (not (ob-chat-ai--yes-p (ob-chat-ai--job-params job) :cache))
+        (ob-chat-ai--after-babel shown t)
+      (ob-chat-ai--take-back-result
+       (lambda ()
+         (setf (ob-chat-ai--job-hash job)
+               (save-excursion
+                 (goto-char (ob-chat-ai--job-block job))
+                 (ob-chat-ai--result-hash))))
+       shown))))
 
 (defun ob-chat-ai--result-hash ()
   "Return the cache hash on the results line of the block at point, or nil."

@@ -407,7 +407,7 @@ The usage log keeps it with the request."
     (when start
       (org-with-wide-buffer
        (goto-char start)
-       (or (org-element-property :name (org-element-at-point))
+       (or (org-element-property :name (ob-chat-ai--element-at-point))
            (format "line %d" (line-number-at-pos)))))))
 
 (defun ob-chat-ai--headers (value)
@@ -714,7 +714,7 @@ The newest is first.")
   "Return the start of the block at point, or else of the block being run.
 Babel runs a block with point on it, except for a #+CALL: line; where
 it says the block is may be out of date when a reply came meanwhile."
-  (let ((element (org-element-at-point)))
+  (let ((element (ob-chat-ai--element-at-point)))
     (if (eq (org-element-type element) 'src-block)
         (org-element-property :post-affiliated element)
       (or org-babel-current-src-block-location (point)))))

@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helper_bench import table  # noqa: E402
+from helper_bench import compiled_lisp, table  # noqa: E402
 from loopback_server import Handler, LoopbackServer  # noqa: E402
 
 from chat_ai_helper.concurrency import DEFAULT_MAX_CONCURRENT  # noqa: E402
@@ -90,7 +90,7 @@ def run_emacs(server: CountingServer, case: str) -> dict[str, Any]:
     """Run one CASE of the Emacs script and return what it printed."""
     server.peak = 0
     result = subprocess.run(
-        ["emacs", "-Q", "--batch", "-L", str(ROOT), "-l", str(EMACS_SCRIPT)],
+        ["emacs", "-Q", "--batch", "-L", compiled_lisp(), "-l", str(EMACS_SCRIPT)],
         env={
             **os.environ,
             "CHAT_AI_BENCH_URL": server.base_url,
