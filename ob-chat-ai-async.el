@@ -231,18 +231,19 @@ block was cancelled for this one."
     placeholder))
 
 (defun ob-chat-ai--keep-out-placeholder (params)
-  "Have Babel only echo the placeholder a block returns; return PARAMS for its job.
+  "Keep Babel from inserting a block's placeholder; return PARAMS for its job.
 Babel puts what a block returns in place by the :result-params it
-made for this run, once the block has returned; \"silent\" there
-makes it echo the text instead.  The job keeps a copy without it,
-for the reply.  With :cache yes the placeholder goes in, to be taken
-back: the hash Babel writes with it is the reply's."
+made for this run, once the block has returned: with \"none\" there
+it leaves the buffer alone (newer Orgs), with \"silent\" it echoes
+the text instead.  The job keeps a copy without them, for the
+reply.  With :cache yes the placeholder goes in, to be taken back:
+the hash Babel writes with it is the reply's."
   (let ((result-params (cdr (assq :result-params params))))
     (if (or (null result-params) (ob-chat-ai--yes-p params :cache))
         params
       (prog1 (cons (cons :result-params (copy-sequence result-params))
                    (assq-delete-all :result-params (copy-sequence params)))
-        (nconc result-params (list "silent"))))))
+        (nconc result-params (list "silent" "none"))))))
 
 (defun ob-chat-ai--job-send (job)
   "Send the envelope of JOB, whose events then go to JOB."
@@ -581,39 +582,50 @@ This is the quick look taken while the reply streams;
                       (looking-at-p "[ \t]*#\\+begin_src[ \t]+chat-ai\\([ \t]\\|$\\)")))))))))
 
 (defun ob-chat-ai--preview (job)
-  "Return the preview of JOB's reply as it streams, as fixed-width lines."
-  (let ((pieces nil)
-        (size 0))
+  "Return the preview of JOB's reply as it streams, as fixed-width lines.
+It shows the last `ob-chat-ai--preview-limit' characters, after a
+\"…\" line when there were more, with lines broken at
+`ob-chat-ai--preview-line-width'.  It is put together in a buffer
+kept for that, so that drawing it makes one string, not one per line."
+  (with-current-buffer (get-buffer-create " *chat-ai preview*")
+    (erase-buffer)
     (cl-loop for piece in (ob-chat-ai--job-shown job)
-             while (< size ob-chat-ai--preview-limit)
-             do (push piece pieces)
-             (cl-incf size (length piece)))
-    (let* ((text (apply #'concat pieces))
-           (tail (if (> (length text) ob-chat-ai--preview-limit)
-                     (substring text (- ob-chat-ai--preview-limit))
-                   text))
-           (cut (> (ob-chat-ai--job-chars job) (length tail)))
-           (lines (if (string-empty-p tail)
-                      (list (if (> (ob-chat-ai--job-thought job) 0)
-                                (ob-chat-ai-reply-thinking (ob-chat-ai--job-thought job))
-                              (ob-chat-ai--job-waiting-line job)))
-                    (mapcan #'ob-chat-ai--preview-line (split-string tail "\n")))))
-      (concat "\n"
-              (propertize
-               (mapconcat (lambda (line) (concat ": " line))
-                          (if cut (cons "…" lines) lines)
-                          "\n")
-               'face 'org-code)
-              (propertize (format "  [%s]" (ob-chat-ai--job-progress job))
-                          'face 'shadow)))))
+             while (< (buffer-size) ob-chat-ai--preview-limit)
+             do (goto-char (point-min)) (insert piece))
+    (when (> (buffer-size) ob-chat-ai--preview-limit)
+      (delete-region (point-min) (- (point-max) ob-chat-ai--preview-limit)))
+    (let ((cut (> (ob-chat-ai--job-chars job) (buffer-size))))
+      (if (= (buffer-size) 0)
+          (insert (if (> (ob-chat-ai--job-thought job) 0)
+                      (ob-chat-ai-reply-thinking (ob-chat-ai--job-thought job))
+                    (ob-chat-ai--job-waiting-line job)))
+        (goto-char (point-min))
+        (when cut
+          (insert "…\n")))
+      (goto-char (point-min))
+      (ob-chat-ai--preview-prefix-lines)
+      (put-text-property (point-min) (point-max) 'face 'org-code)
+      (goto-char (point-min))
+      (insert "\n")
+      (goto-char (point-max))
+      (insert (propertize (format "  [%s]" (ob-chat-ai--job-progress job))
+                          'face 'shadow))
+      (buffer-string))))
 
-(defun ob-chat-ai--preview-line (line)
-  "Return LINE as the lines of a preview, broken where it is too long."
-  (let ((width ob-chat-ai--preview-line-width))
-    (if (<= (length line) width)
-        (list line)
-      (cl-loop for start from 0 below (length line) by width
-               collect (substring line start (min (length line) (+ start width)))))))
+(defun ob-chat-ai--preview-prefix-lines ()
+  "Put \": \" before each line from point on, breaking lines that are too long.
+A line longer than `ob-chat-ai--preview-line-width' goes on in the
+next line."
+  (let ((done nil))
+    (while (not done)
+      (insert ": ")
+      (let ((end (line-end-position)))
+        (cond
+         ((> (- end (point)) ob-chat-ai--preview-line-width)
+          (forward-char ob-chat-ai--preview-line-width)
+          (insert "\n"))
+         ((= end (point-max)) (setq done t))
+         (t (goto-char (1+ end))))))))
 
 (defun ob-chat-ai--job-block-live-p (job)
   "Return non-nil when JOB's block is still where it was, in a live buffer."
