@@ -8,10 +8,12 @@ real batch Emacs for each case, all in the same run:
    stream at once (model ``slow``: 3-character deltas, paced), for N = 1 and
    N = 200: wall time against N times the one block's (the serial time),
    and against the serial time over the helper's concurrency (at most
-   ``DEFAULT_MAX_CONCURRENT`` requests in flight per origin), the
-   lateness of a 10 ms repeating timer (max and p99), Emacs' garbage
-   collections meanwhile (a timer cannot fire during one), and the most
-   requests the server saw in flight at once.
+   ``DEFAULT_MAX_CONCURRENT`` requests in flight per origin); how long
+   ``org-babel-execute-buffer`` itself takes to start them (a command:
+   Emacs is busy until it returns, as with any Babel language); then,
+   while the replies stream in, the lateness of a 10 ms repeating timer
+   (max and p99), Emacs' garbage collections (a timer cannot fire during
+   one), and the most requests the server saw in flight at once.
 2. BUSY blocks (40) against a server that works on 4 requests at once
    and answers 429 with ``retry-after`` beyond (model ``busy-4``, each
    reply ``CHAT_AI_BENCH_BUSY_DELAY`` seconds, 0.5 by default): how many
@@ -135,6 +137,8 @@ def many_blocks(server: CountingServer) -> None:
             [
                 str(count),
                 f"{run['answered']}/{count}",
+                f"{run['command']:.2f}",
+                f"{run['command'] / count * 1000:.1f}",
                 f"{run['seconds']:.2f}",
                 f"{run['seconds'] / (one['seconds'] * count):.3f}",
                 f"{run['seconds'] / bound:.2f}",
@@ -151,6 +155,8 @@ def many_blocks(server: CountingServer) -> None:
         [
             "blocks",
             "answered",
+            "command (s)",
+            "per block (ms)",
             "wall (s)",
             "wall / serial",
             "wall / (serial / in flight)",
