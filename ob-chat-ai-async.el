@@ -637,7 +637,7 @@ next line."
              (save-restriction
                (widen)
                (goto-char block)
-               (let ((element (org-element-at-point)))
+               (let ((element (ob-chat-ai--element-at-point)))
                  (and (eq (org-element-type element) 'src-block)
                       (equal (org-element-property :language element) "chat-ai")
                       (= (org-element-property :post-affiliated element) block)))))))))
@@ -765,7 +765,7 @@ long line goes in an example block, never in fixed-width lines."
       (save-restriction
         (widen)
         (goto-char (ob-chat-ai--job-block job))
-        (let ((info (org-babel-get-src-block-info 'no-eval))
+        (let ((info (org-babel-get-src-block-info 'no-eval (ob-chat-ai--element-at-point)))
               (ob-chat-ai--finished-reply text)
               (org-confirm-babel-evaluate nil)
               (org-babel-min-lines-for-block-output
