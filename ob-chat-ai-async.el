@@ -864,29 +864,41 @@ and failed."
 
 (defun ob-chat-ai-cancel ()
   "Cancel the request of the chat-ai block at point.
-The text that had come goes in the results, marked as incomplete."
+The text that had come goes in the results, marked as incomplete.  A
+block waiting for the earlier blocks of its session stops waiting."
   (interactive)
   (let ((job (seq-find #'ob-chat-ai--job-at-point-p ob-chat-ai--jobs)))
-    (unless job
-      (ob-chat-ai--user-error "No request is running for the block at point"))
-    (setf (ob-chat-ai--job-stopped job) t)
-    (ob-chat-ai-process-cancel (ob-chat-ai--job-request job))))
+    (cond
+     (job
+      (setf (ob-chat-ai--job-stopped job) t)
+      (ob-chat-ai-process-cancel (ob-chat-ai--job-request job)))
+     ((> (ob-chat-ai--stop-waiting-blocks #'ob-chat-ai--block-at-point-p) 0)
+      (message "chat-ai: the block no longer waits for its session; its result is unchanged"))
+     (t (ob-chat-ai--user-error "No request is running for the block at point")))))
+
+(declare-function ob-chat-ai--stop-waiting-blocks "ob-chat-ai" (which))
 
 (defun ob-chat-ai--job-at-point-p (job)
   "Return non-nil when point is on JOB's block or its results."
   (and (eq (ob-chat-ai--job-buffer job) (current-buffer))
-       (<= (ob-chat-ai--job-block job) (point))
+       (ob-chat-ai--block-at-point-p (ob-chat-ai--job-block job))))
+
+(defun ob-chat-ai--block-at-point-p (block)
+  "Return non-nil when point is on the block at BLOCK, or on its results.
+BLOCK, a marker or a position of this buffer, is where it starts."
+  (and (or (not (markerp block)) (eq (marker-buffer block) (current-buffer)))
+       (<= block (point))
        (<= (point) (save-excursion
-                     (goto-char (ob-chat-ai--job-block job))
+                     (goto-char block)
                      (let ((where (org-babel-where-is-src-block-result)))
                        (if where
                            (progn (goto-char where) (forward-line) (org-babel-result-end))
                          (org-element-property :end (org-element-at-point))))))))
 
 (defun ob-chat-ai-cancel-all ()
-  "Cancel every chat-ai request under way."
+  "Cancel every chat-ai request under way, and every block waiting for its session."
   (interactive)
-  (let ((count (length ob-chat-ai--jobs)))
+  (let ((count (+ (length ob-chat-ai--jobs) (ob-chat-ai--stop-waiting-blocks #'always))))
     (mapc (lambda (job)
             (setf (ob-chat-ai--job-stopped job) t)
             (ob-chat-ai-process-cancel (ob-chat-ai--job-request job)))

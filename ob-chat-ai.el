@@ -780,6 +780,20 @@ as it was, so that no placeholder is saved, read or undone."
             (delete-overlay overlay))))))
   (set-marker marker nil))
 
+(defun ob-chat-ai--stop-waiting-blocks (which)
+  "Stop the blocks waiting for their session that WHICH picks; count them.
+WHICH is called with each one's marker, in its buffer.  They keep
+the result they had."
+  (let ((count 0))
+    (dolist (marker ob-chat-ai--waiting)
+      (when (and (buffer-live-p (marker-buffer marker))
+                 (with-current-buffer (marker-buffer marker)
+                   (funcall which marker)))
+        (setq ob-chat-ai--waiting (delq marker ob-chat-ai--waiting))
+        (ob-chat-ai--stop-waiting marker)
+        (cl-incf count)))
+    count))
+
 (defun ob-chat-ai--session-placeholder (session)
   "Return the placeholder of a block that waits for the earlier ones of SESSION."
   (ob-chat-ai-reply-placeholder (format "the earlier blocks of session %s" session)))

@@ -2283,6 +2283,46 @@ waits, then cannot go on
 " (ob-chat-ai-test-idle)))
     (should (= 1 (length (ob-chat-ai-test-received 1))))))
 
+(defconst ob-chat-ai-test-held-session
+  "#+begin_src chat-ai :model held :session s
+first
+#+end_src
+
+#+begin_src chat-ai :model m :session s
+second
+#+end_src
+
+#+RESULTS:
+: an earlier answer
+"
+  "A session whose first block the server holds, and whose second waits for it.")
+
+(ert-deftest ob-chat-ai-test-cancel-stops-a-block-waiting-for-its-session ()
+  (ob-chat-ai-test-async ob-chat-ai-test-held-session
+    (org-babel-execute-buffer)
+    (should (string-search ": chat-ai: waiting for the earlier blocks of session s..."
+                           (ob-chat-ai-test-shown)))
+    (ob-chat-ai-test-received 1)
+    (goto-char (point-min))
+    (re-search-forward "^second")
+    (ob-chat-ai-cancel)
+    (should-not (string-search "waiting for the earlier" (ob-chat-ai-test-shown)))
+    (ob-chat-ai-test-release)
+    (should (string-suffix-p "second\n#+end_src\n\n#+RESULTS:\n: an earlier answer\n"
+                             (ob-chat-ai-test-idle)))
+    (should (= 1 (length (ob-chat-ai-test-received 1))))))
+
+(ert-deftest ob-chat-ai-test-cancel-all-stops-the-blocks-waiting-for-their-session ()
+  (ob-chat-ai-test-async ob-chat-ai-test-held-session
+    (org-babel-execute-buffer)
+    (ob-chat-ai-test-received 1)
+    (ob-chat-ai-cancel-all)
+    (should (string-suffix-p "chat-ai: cancelled 2 requests\n" (ob-chat-ai-test-messages)))
+    (should-not (string-search "waiting for the earlier" (ob-chat-ai-test-shown)))
+    (should (string-suffix-p "second\n#+end_src\n\n#+RESULTS:\n: an earlier answer\n"
+                             (ob-chat-ai-test-idle)))
+    (should (= 1 (length (ob-chat-ai-test-received 1))))))
+
 (ert-deftest ob-chat-ai-test-header-arg-values-complete-as-babel-expects ()
   (ob-chat-ai-test-with-org "#+begin_src chat-ai\nhi\n#+end_src\n"
     (let* ((offered nil)
