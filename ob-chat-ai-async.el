@@ -157,9 +157,27 @@ then still names the referring block as the one it runs."
   (let ((location org-babel-current-src-block-location))
     (and location
          (or (not (markerp location)) (eq (marker-buffer location) (current-buffer)))
-         (let ((element (org-element-at-point)))
+         (let ((element (ob-chat-ai--element-at-point)))
            (and (eq (org-element-type element) 'src-block)
                 (= (org-element-property :post-affiliated element) location))))))
+
+(defvar ob-chat-ai--last-element nil
+  "The element last parsed at point, and where.
+It is (ELEMENT BUFFER TICK POINT MIN MAX): the buffer, its
+`buffer-chars-modified-tick', point and the narrowing then.")
+
+(defun ob-chat-ai--element-at-point ()
+  "Return the element at point, as `org-element-at-point' does.
+Starting a block asks for it several times; Org 9.5 parses the
+section up to point each time, so the last answer is kept until the
+buffer, point or narrowing changes."
+  (let ((where (list (current-buffer) (buffer-chars-modified-tick)
+                     (point) (point-min) (point-max))))
+    (if (equal (cdr ob-chat-ai--last-element) where)
+        (car ob-chat-ai--last-element)
+      (let ((element (org-element-at-point)))
+        (setq ob-chat-ai--last-element (cons element where))
+        element))))
 
 (defun ob-chat-ai--block-job ()
   "Return the job of the block Babel is running, or nil."
@@ -191,7 +209,7 @@ block was cancelled for this one."
          (job (ob-chat-ai--job-create
                :block (copy-marker org-babel-current-src-block-location t)
                :body body
-               :params params
+               :params (ob-chat-ai--keep-out-placeholder params)
                :placeholder placeholder
                :envelope envelope
                :started (float-time)
@@ -211,6 +229,21 @@ block was cancelled for this one."
       (setq global-mode-string
             (append global-mode-string '((:eval (ob-chat-ai--mode-line))))))
     placeholder))
+
+(defun ob-chat-ai--keep-out-placeholder (params)
+  "Keep Babel from inserting a block's placeholder; return PARAMS for its job.
+Babel puts what a block returns in place by the :result-params it
+made for this run, once the block has returned: with \"none\" there
+it leaves the buffer alone (newer Orgs), with \"silent\" it echoes
+the text instead.  The job keeps a copy without them, for the
+reply.  With :cache yes the placeholder goes in, to be taken back:
+the hash Babel writes with it is the reply's."
+  (let ((result-params (cdr (assq :result-params params))))
+    (if (or (null result-params) (ob-chat-ai--yes-p params :cache))
+        params
+      (prog1 (cons (cons :result-params (copy-sequence result-params))
+                   (assq-delete-all :result-params (copy-sequence params)))
+        (nconc result-params (list "silent" "none"))))))
 
 (defun ob-chat-ai--job-send (job)
   "Send the envelope of JOB, whose events then go to JOB."
@@ -356,20 +389,27 @@ runs `org-babel-after-execute-hook' for it."
        t))))
 
 (defun ob-chat-ai--take-back-placeholder (job again)
-  "Undo Babel's insertion of JOB's placeholder once it is done.
-The cache hash Babel gave the block is kept for the finished reply.
-The echo area then says that the reply is awaited, and AGAIN that an
-earlier request was cancelled."
-  (ob-chat-ai--take-back-result
-   (lambda ()
-     (setf (ob-chat-ai--job-hash job)
-           (save-excursion
-             (goto-char (ob-chat-ai--job-block job))
-             (ob-chat-ai--result-hash))))
-   (lambda ()
-     (ob-chat-ai--job-show job)
-     (ob-chat-ai--echo "%s%s" (ob-chat-ai--job-placeholder job)
-              (if again " (the earlier request of this block is cancelled)" "")))))
+  "Show JOB's preview once Babel is done with its placeholder.
+Only with :cache yes has Babel inserted it (see
+`ob-chat-ai--keep-out-placeholder'): it is taken back, and the hash
+Babel gave the block is kept for the finished reply.  The echo
+area then says that the reply is awaited, and AGAIN that an earlier
+request was cancelled."
+  (let ((shown (lambda ()
+                 (ob-chat-ai--job-show job)
+                 (ob-chat-ai--echo "%s%s" (ob-chat-ai--job-placeholder job)
+                                   (if again
+                                       " (the earlier request of this block is cancelled)"
+                                     "")))))
+    (if (not (ob-chat-ai--yes-p (ob-chat-ai--job-params job) :cache))
+        (ob-chat-ai--after-babel shown t)
+      (ob-chat-ai--take-back-result
+       (lambda ()
+         (setf (ob-chat-ai--job-hash job)
+               (save-excursion
+                 (goto-char (ob-chat-ai--job-block job))
+                 (ob-chat-ai--result-hash))))
+       shown))))
 
 (defun ob-chat-ai--result-hash ()
   "Return the cache hash on the results line of the block at point, or nil."
@@ -552,39 +592,50 @@ This is the quick look taken while the reply streams;
                       (looking-at-p "[ \t]*#\\+begin_src[ \t]+chat-ai\\([ \t]\\|$\\)")))))))))
 
 (defun ob-chat-ai--preview (job)
-  "Return the preview of JOB's reply as it streams, as fixed-width lines."
-  (let ((pieces nil)
-        (size 0))
+  "Return the preview of JOB's reply as it streams, as fixed-width lines.
+It shows the last `ob-chat-ai--preview-limit' characters, after a
+\"…\" line when there were more, with lines broken at
+`ob-chat-ai--preview-line-width'.  It is put together in a buffer
+kept for that, so that drawing it makes one string, not one per line."
+  (with-current-buffer (get-buffer-create " *chat-ai preview*")
+    (erase-buffer)
     (cl-loop for piece in (ob-chat-ai--job-shown job)
-             while (< size ob-chat-ai--preview-limit)
-             do (push piece pieces)
-             (cl-incf size (length piece)))
-    (let* ((text (apply #'concat pieces))
-           (tail (if (> (length text) ob-chat-ai--preview-limit)
-                     (substring text (- ob-chat-ai--preview-limit))
-                   text))
-           (cut (> (ob-chat-ai--job-chars job) (length tail)))
-           (lines (if (string-empty-p tail)
-                      (list (if (> (ob-chat-ai--job-thought job) 0)
-                                (ob-chat-ai-reply-thinking (ob-chat-ai--job-thought job))
-                              (ob-chat-ai--job-waiting-line job)))
-                    (mapcan #'ob-chat-ai--preview-line (split-string tail "\n")))))
-      (concat "\n"
-              (propertize
-               (mapconcat (lambda (line) (concat ": " line))
-                          (if cut (cons "…" lines) lines)
-                          "\n")
-               'face 'org-code)
-              (propertize (format "  [%s]" (ob-chat-ai--job-progress job))
-                          'face 'shadow)))))
+             while (< (buffer-size) ob-chat-ai--preview-limit)
+             do (goto-char (point-min)) (insert piece))
+    (when (> (buffer-size) ob-chat-ai--preview-limit)
+      (delete-region (point-min) (- (point-max) ob-chat-ai--preview-limit)))
+    (let ((cut (> (ob-chat-ai--job-chars job) (buffer-size))))
+      (if (= (buffer-size) 0)
+          (insert (if (> (ob-chat-ai--job-thought job) 0)
+                      (ob-chat-ai-reply-thinking (ob-chat-ai--job-thought job))
+                    (ob-chat-ai--job-waiting-line job)))
+        (goto-char (point-min))
+        (when cut
+          (insert "…\n")))
+      (goto-char (point-min))
+      (ob-chat-ai--preview-prefix-lines)
+      (put-text-property (point-min) (point-max) 'face 'org-code)
+      (goto-char (point-min))
+      (insert "\n")
+      (goto-char (point-max))
+      (insert (propertize (format "  [%s]" (ob-chat-ai--job-progress job))
+                          'face 'shadow))
+      (buffer-string))))
 
-(defun ob-chat-ai--preview-line (line)
-  "Return LINE as the lines of a preview, broken where it is too long."
-  (let ((width ob-chat-ai--preview-line-width))
-    (if (<= (length line) width)
-        (list line)
-      (cl-loop for start from 0 below (length line) by width
-               collect (substring line start (min (length line) (+ start width)))))))
+(defun ob-chat-ai--preview-prefix-lines ()
+  "Put \": \" before each line from point on, breaking lines that are too long.
+A line longer than `ob-chat-ai--preview-line-width' goes on in the
+next line."
+  (let ((done nil))
+    (while (not done)
+      (insert ": ")
+      (let ((end (line-end-position)))
+        (cond
+         ((> (- end (point)) ob-chat-ai--preview-line-width)
+          (forward-char ob-chat-ai--preview-line-width)
+          (insert "\n"))
+         ((= end (point-max)) (setq done t))
+         (t (goto-char (1+ end))))))))
 
 (defun ob-chat-ai--job-block-live-p (job)
   "Return non-nil when JOB's block is still where it was, in a live buffer."
@@ -596,7 +647,7 @@ This is the quick look taken while the reply streams;
              (save-restriction
                (widen)
                (goto-char block)
-               (let ((element (org-element-at-point)))
+               (let ((element (ob-chat-ai--element-at-point)))
                  (and (eq (org-element-type element) 'src-block)
                       (equal (org-element-property :language element) "chat-ai")
                       (= (org-element-property :post-affiliated element) block)))))))))
@@ -728,7 +779,7 @@ long line goes in an example block, never in fixed-width lines."
       (save-restriction
         (widen)
         (goto-char (ob-chat-ai--job-block job))
-        (let ((info (org-babel-get-src-block-info 'no-eval))
+        (let ((info (org-babel-get-src-block-info 'no-eval (ob-chat-ai--element-at-point)))
               (ob-chat-ai--finished-reply text)
               (org-confirm-babel-evaluate nil)
               (org-babel-min-lines-for-block-output
@@ -829,29 +880,41 @@ and failed."
   "Cancel the request of the chat-ai block at point.
 The text that had come goes in the results, marked as incomplete; a
 request still waiting in the queue was never sent, and its block
-keeps the result it had."
+keeps the result it had.  A block waiting for the earlier blocks of
+its session stops waiting."
   (interactive)
   (let ((job (seq-find #'ob-chat-ai--job-at-point-p ob-chat-ai--jobs)))
-    (unless job
-      (ob-chat-ai--user-error "No request is running for the block at point"))
-    (setf (ob-chat-ai--job-stopped job) t)
-    (ob-chat-ai-process-cancel (ob-chat-ai--job-request job))))
+    (cond
+     (job
+      (setf (ob-chat-ai--job-stopped job) t)
+      (ob-chat-ai-process-cancel (ob-chat-ai--job-request job)))
+     ((> (ob-chat-ai--stop-waiting-blocks #'ob-chat-ai--block-at-point-p) 0)
+      (message "chat-ai: the block no longer waits for its session; its result is unchanged"))
+     (t (ob-chat-ai--user-error "No request is running for the block at point")))))
+
+(declare-function ob-chat-ai--stop-waiting-blocks "ob-chat-ai" (which))
 
 (defun ob-chat-ai--job-at-point-p (job)
   "Return non-nil when point is on JOB's block or its results."
   (and (eq (ob-chat-ai--job-buffer job) (current-buffer))
-       (<= (ob-chat-ai--job-block job) (point))
+       (ob-chat-ai--block-at-point-p (ob-chat-ai--job-block job))))
+
+(defun ob-chat-ai--block-at-point-p (block)
+  "Return non-nil when point is on the block at BLOCK, or on its results.
+BLOCK, a marker or a position of this buffer, is where it starts."
+  (and (or (not (markerp block)) (eq (marker-buffer block) (current-buffer)))
+       (<= block (point))
        (<= (point) (save-excursion
-                     (goto-char (ob-chat-ai--job-block job))
+                     (goto-char block)
                      (let ((where (org-babel-where-is-src-block-result)))
                        (if where
                            (progn (goto-char where) (forward-line) (org-babel-result-end))
                          (org-element-property :end (org-element-at-point))))))))
 
 (defun ob-chat-ai-cancel-all ()
-  "Cancel every chat-ai request under way."
+  "Cancel every chat-ai request under way, and every block waiting for its session."
   (interactive)
-  (let ((count (length ob-chat-ai--jobs)))
+  (let ((count (+ (length ob-chat-ai--jobs) (ob-chat-ai--stop-waiting-blocks #'always))))
     (mapc (lambda (job)
             (setf (ob-chat-ai--job-stopped job) t)
             (ob-chat-ai-process-cancel (ob-chat-ai--job-request job)))

@@ -407,7 +407,7 @@ The usage log keeps it with the request."
     (when start
       (org-with-wide-buffer
        (goto-char start)
-       (or (org-element-property :name (org-element-at-point))
+       (or (org-element-property :name (ob-chat-ai--element-at-point))
            (format "line %d" (line-number-at-pos)))))))
 
 (defun ob-chat-ai--headers (value)
@@ -714,7 +714,7 @@ The newest is first.")
   "Return the start of the block at point, or else of the block being run.
 Babel runs a block with point on it, except for a #+CALL: line; where
 it says the block is may be out of date when a reply came meanwhile."
-  (let ((element (org-element-at-point)))
+  (let ((element (ob-chat-ai--element-at-point)))
     (if (eq (org-element-type element) 'src-block)
         (org-element-property :post-affiliated element)
       (or org-babel-current-src-block-location (point)))))
@@ -779,6 +779,20 @@ as it was, so that no placeholder is saved, read or undone."
           (when (overlay-get overlay 'ob-chat-ai-waiting)
             (delete-overlay overlay))))))
   (set-marker marker nil))
+
+(defun ob-chat-ai--stop-waiting-blocks (which)
+  "Stop the blocks waiting for their session that WHICH picks; count them.
+WHICH is called with each one's marker, in its buffer.  They keep
+the result they had."
+  (let ((count 0))
+    (dolist (marker ob-chat-ai--waiting)
+      (when (and (buffer-live-p (marker-buffer marker))
+                 (with-current-buffer (marker-buffer marker)
+                   (funcall which marker)))
+        (setq ob-chat-ai--waiting (delq marker ob-chat-ai--waiting))
+        (ob-chat-ai--stop-waiting marker)
+        (cl-incf count)))
+    count))
 
 (defun ob-chat-ai--session-placeholder (session)
   "Return the placeholder of a block that waits for the earlier ones of SESSION."

@@ -7,10 +7,11 @@
 ;; Each case prints one JSON object on its last line:
 ;;
 ;; - "stream N [MODEL]": N asynchronous blocks whose replies stream at
-;;   once (from MODEL, "slow" if none), run by `org-babel-execute-buffer', while a 10 ms repeating timer notes
-;;   how late it fires: wall seconds, the timer's lateness, how many
-;;   garbage collections ran and how long they took, and how many
-;;   blocks ended with the whole reply;
+;;   once (from MODEL, "slow" if none), run by `org-babel-execute-buffer':
+;;   the seconds that command takes to start them all and return, then,
+;;   while the replies stream in, how late a 10 ms repeating timer
+;;   fires; wall seconds, how many garbage collections ran and how long
+;;   they took, and how many blocks ended with the whole reply;
 ;; - "start": the seconds from executing a block to its request line
 ;;   handed to the helper, for block 1 and block 1,000 of a 1,000-block
 ;;   document, and for a block with 100 earlier turns in its :session
@@ -69,23 +70,25 @@
     (dotimes (i count)
       (insert (format "* Question %d\n\n" i)
               (bench-block model (format "Answer %d: %s" i (make-string 110 ?x)))))
-    (bench-start-timer)
     (let ((started (float-time))
           (gcs gcs-done)
           (gc-time gc-elapsed))
       (org-babel-execute-buffer)
-      (bench-wait-for-jobs)
-      (cancel-timer bench-timer)
-      (let ((elapsed (- (float-time) started))
-            (answered 0))
-        (goto-char (point-min))
-        (while (re-search-forward "^: Answer [0-9]+: x+$" nil t)
-          (cl-incf answered))
-        `((seconds . ,elapsed)
-          (lateness . ,(vconcat bench-lateness))
-          (gcs . ,(- gcs-done gcs))
-          (gc-seconds . ,(- gc-elapsed gc-time))
-          (answered . ,answered))))))
+      (let ((command (- (float-time) started)))
+        (bench-start-timer)
+        (bench-wait-for-jobs)
+        (cancel-timer bench-timer)
+        (let ((elapsed (- (float-time) started))
+              (answered 0))
+          (goto-char (point-min))
+          (while (re-search-forward "^: Answer [0-9]+: x+$" nil t)
+            (cl-incf answered))
+          `((seconds . ,elapsed)
+            (command . ,command)
+            (lateness . ,(vconcat bench-lateness))
+            (gcs . ,(- gcs-done gcs))
+            (gc-seconds . ,(- gc-elapsed gc-time))
+            (answered . ,answered)))))))
 
 (defvar bench-sent nil
   "When the last request line was handed to the helper, as a float time.")

@@ -8,10 +8,12 @@ real batch Emacs for each case, all in the same run:
    stream at once (model ``slow``: 3-character deltas, paced), for N = 1 and
    N = 200: wall time against N times the one block's (the serial time),
    and against the serial time over the helper's concurrency (at most
-   ``DEFAULT_MAX_CONCURRENT`` requests in flight per origin), the
-   lateness of a 10 ms repeating timer (max and p99), Emacs' garbage
-   collections meanwhile (a timer cannot fire during one), and the most
-   requests the server saw in flight at once.
+   ``DEFAULT_MAX_CONCURRENT`` requests in flight per origin); how long
+   ``org-babel-execute-buffer`` itself takes to start them (a command:
+   Emacs is busy until it returns, as with any Babel language); then,
+   while the replies stream in, the lateness of a 10 ms repeating timer
+   (max and p99), Emacs' garbage collections (a timer cannot fire during
+   one), and the most requests the server saw in flight at once.
 2. BUSY blocks (40) against a server that works on 4 requests at once
    and answers 429 with ``retry-after`` beyond (model ``busy-4``, each
    reply ``CHAT_AI_BENCH_BUSY_DELAY`` seconds, 0.5 by default): how many
@@ -41,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helper_bench import table  # noqa: E402
+from helper_bench import compiled_lisp, table  # noqa: E402
 from loopback_server import Handler, LoopbackServer  # noqa: E402
 
 from chat_ai_helper.concurrency import DEFAULT_MAX_CONCURRENT  # noqa: E402
@@ -90,7 +92,7 @@ def run_emacs(server: CountingServer, case: str) -> dict[str, Any]:
     """Run one CASE of the Emacs script and return what it printed."""
     server.peak = 0
     result = subprocess.run(
-        ["emacs", "-Q", "--batch", "-L", str(ROOT), "-l", str(EMACS_SCRIPT)],
+        ["emacs", "-Q", "--batch", "-L", compiled_lisp(), "-l", str(EMACS_SCRIPT)],
         env={
             **os.environ,
             "CHAT_AI_BENCH_URL": server.base_url,
@@ -135,6 +137,8 @@ def many_blocks(server: CountingServer) -> None:
             [
                 str(count),
                 f"{run['answered']}/{count}",
+                f"{run['command']:.2f}",
+                f"{run['command'] / count * 1000:.1f}",
                 f"{run['seconds']:.2f}",
                 f"{run['seconds'] / (one['seconds'] * count):.3f}",
                 f"{run['seconds'] / bound:.2f}",
@@ -151,6 +155,8 @@ def many_blocks(server: CountingServer) -> None:
         [
             "blocks",
             "answered",
+            "command (s)",
+            "per block (ms)",
             "wall (s)",
             "wall / serial",
             "wall / (serial / in flight)",
@@ -246,6 +252,7 @@ def big_file(server: CountingServer) -> None:
                 label,
                 "yes" if run["whole"] else "no",
                 f"{run['seconds']:.2f}",
+                f"{run['seconds'] / runs[0]['seconds']:.2f}",
                 ms(p99),
                 f"{p99 / small_p99:.2f}" if small_p99 else "-",
                 ms(worst),
@@ -259,6 +266,7 @@ def big_file(server: CountingServer) -> None:
             "block",
             "whole reply",
             "seconds",
+            "/ small",
             "timer late p99 (ms)",
             "/ small",
             "timer late max (ms)",

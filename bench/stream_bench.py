@@ -28,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from helper_bench import compiled_lisp  # noqa: E402
 from loopback_server import LoopbackServer  # noqa: E402
 
 ROUNDS = int(os.environ.get("CHAT_AI_BENCH_ROUNDS", "5"))
@@ -50,7 +51,7 @@ def time_emacs(base_url: str, model: str) -> dict[str, Any]:
     """Return seconds, timer lateness and size of one stream into Emacs."""
     helper = Path(sys.executable).parent / "chat-ai"
     result = subprocess.run(
-        ["emacs", "-Q", "--batch", "-L", str(ROOT), "-l", str(EMACS_SCRIPT)],
+        ["emacs", "-Q", "--batch", "-L", compiled_lisp(), "-l", str(EMACS_SCRIPT)],
         env={
             **os.environ,
             "CHAT_AI_BENCH_URL": base_url,

@@ -953,6 +953,32 @@ is the server running?"))))
     (should (= 1 (length ob-chat-ai--jobs)))
     (should (string-suffix-p "#+RESULTS:\n: abcdefghijkl\n" (ob-chat-ai-test-idle)))))
 
+;; A pure function: the job is made here, with no helper or server.
+(ert-deftest ob-chat-ai-test-preview-lines ()
+  (cl-flet ((preview (shown &rest fields)
+              (let ((text (ob-chat-ai--preview
+                           (apply #'ob-chat-ai--job-create
+                                  :shown shown :started (float-time)
+                                  :placeholder "chat-ai: waiting for m..."
+                                  :chars (or (plist-get fields :chars)
+                                             (apply #'+ (mapcar #'length shown)))
+                                  fields))))
+                (should (eq (get-text-property 1 'face text) 'org-code))
+                (should (eq (get-text-property (1- (length text)) 'face text) 'shadow))
+                (substring-no-properties text 0 (string-search "  [" text)))))
+    (should (equal (preview '("def\ngh" "abc\n")) "\n: abc\n: def\n: gh"))
+    (should (equal (preview '("one\n")) "\n: one\n: "))
+    (should (equal (preview nil) "\n: chat-ai: waiting for m..."))
+    (should (equal (preview nil :thought 1234 :chars 0) "\n: chat-ai: thinking… 1,234 chars"))
+    (should (equal (preview (list (make-string 450 ?x)))
+                   (concat "\n: " (make-string 200 ?x) "\n: " (make-string 200 ?x)
+                           "\n: " (make-string 50 ?x))))
+    (let ((text (preview (list (concat (make-string 3990 ?b) "\nlast")
+                               (make-string 3000 ?a)))))
+      (should (string-prefix-p "\n: …\n: aaaaab" text))
+      (should (string-suffix-p "\n: last" text))
+      (should (= (length (replace-regexp-in-string "\n: \\|…" "" text)) 3999)))))
+
 (ert-deftest ob-chat-ai-test-async-many-replies-stream-at-once ()
   (ob-chat-ai-test-async
       (mapconcat (lambda (i)
@@ -2255,6 +2281,46 @@ waits, then cannot go on
 \(chat-ai error: HTTP 500 scenario_error: Scenario error 500; you sent no key. \
 \(the server failed; try again later)); run it again first
 " (ob-chat-ai-test-idle)))
+    (should (= 1 (length (ob-chat-ai-test-received 1))))))
+
+(defconst ob-chat-ai-test-held-session
+  "#+begin_src chat-ai :model held :session s
+first
+#+end_src
+
+#+begin_src chat-ai :model m :session s
+second
+#+end_src
+
+#+RESULTS:
+: an earlier answer
+"
+  "A session whose first block the server holds, and whose second waits for it.")
+
+(ert-deftest ob-chat-ai-test-cancel-stops-a-block-waiting-for-its-session ()
+  (ob-chat-ai-test-async ob-chat-ai-test-held-session
+    (org-babel-execute-buffer)
+    (should (string-search ": chat-ai: waiting for the earlier blocks of session s..."
+                           (ob-chat-ai-test-shown)))
+    (ob-chat-ai-test-received 1)
+    (goto-char (point-min))
+    (re-search-forward "^second")
+    (ob-chat-ai-cancel)
+    (should-not (string-search "waiting for the earlier" (ob-chat-ai-test-shown)))
+    (ob-chat-ai-test-release)
+    (should (string-suffix-p "second\n#+end_src\n\n#+RESULTS:\n: an earlier answer\n"
+                             (ob-chat-ai-test-idle)))
+    (should (= 1 (length (ob-chat-ai-test-received 1))))))
+
+(ert-deftest ob-chat-ai-test-cancel-all-stops-the-blocks-waiting-for-their-session ()
+  (ob-chat-ai-test-async ob-chat-ai-test-held-session
+    (org-babel-execute-buffer)
+    (ob-chat-ai-test-received 1)
+    (ob-chat-ai-cancel-all)
+    (should (string-suffix-p "chat-ai: cancelled 2 requests\n" (ob-chat-ai-test-messages)))
+    (should-not (string-search "waiting for the earlier" (ob-chat-ai-test-shown)))
+    (should (string-suffix-p "second\n#+end_src\n\n#+RESULTS:\n: an earlier answer\n"
+                             (ob-chat-ai-test-idle)))
     (should (= 1 (length (ob-chat-ai-test-received 1))))))
 
 (ert-deftest ob-chat-ai-test-header-arg-values-complete-as-babel-expects ()
