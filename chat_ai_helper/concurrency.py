@@ -16,12 +16,17 @@ A request refused with a 429 waits for the pause in the line, at the
 place it had, so that the requests behind it are told it is ahead of
 them.  While a request waits, it is told where it stands whenever that
 changes, and again at least every ``heartbeat`` seconds: a request in
-the line is alive, however long the line.
+the line is alive, however long the line.  A long line is told at
+most every ``ANNOUNCE_SPACING`` seconds per request in it, all at
+once: each start moves every request in it up by one, and telling
+them all each time would make a number of events that grows with the
+square of its length.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import threading
 import time
@@ -34,6 +39,7 @@ DEFAULT_MAX_CONCURRENT = 6
 MAX_CONCURRENT = 64
 MAX_PAUSE = 60.0
 HEARTBEAT = 30.0
+ANNOUNCE_SPACING = 0.01
 
 
 def _nothing_queued(ahead: int, wait: float | None) -> None:
@@ -85,6 +91,8 @@ class OriginQueue:
     stopped: APIError | None = None
     waiting: list[_Waiter] = field(default_factory=list)
     lock: threading.Condition = field(default_factory=threading.Condition)
+    announced: tuple[float, float] = (-math.inf, 0.0)
+    stale: bool = False
 
     def set_ceiling(self, ceiling: int) -> None:
         """Allow at most CEILING requests in flight from now on."""
@@ -132,8 +140,12 @@ class OriginQueue:
                     if now - waiter.told_at >= place.heartbeat:
                         waiter.told = None
                         self._announce()
+                    elif self.stale:
+                        self._announce()
                     pause = self.paused_until - now
                     beat = waiter.told_at + place.heartbeat - now
+                    if self.stale:
+                        beat = min(beat, self.announced[0] + self._spacing() - now)
                     self.lock.wait(min(pause, beat) if pause > 0 else beat)
             finally:
                 if waiter is not None and waiter in self.waiting:
@@ -237,14 +249,33 @@ class OriginQueue:
     def _open(self, now: float) -> bool:
         return self.running < self.limit and now >= self.paused_until
 
+    def _spacing(self) -> float:
+        """Return the seconds between two announcements to the line as it is."""
+        return ANNOUNCE_SPACING * len(self.waiting)
+
     def _announce(self) -> None:
         """Tell each waiting request where it stands, when that changed.
 
         Those that moved back are told first, the last first, so that
-        no two requests are ever told the same place.
+        no two requests are ever told the same place.  Unless one of
+        them was never told, or the origin's pause began or ended, the
+        line is told no sooner than `_spacing` after the last time: it
+        is then `stale`, and the first waiting request to wake up after
+        that tells it.  Call with the lock held.
         """
         now = time.monotonic()
         paused = self.paused_until if self.paused_until > now + 0.001 else 0.0
+        last, last_paused = self.announced
+        if (
+            now - last < self._spacing()
+            and (paused == 0.0) == (last_paused == 0.0)
+            and all(waiter.told is not None for waiter in self.waiting)
+        ):
+            if not self.stale:
+                self.stale = True
+                self.lock.notify_all()
+            return
+        self.announced, self.stale = (now, paused), False
         line = list(enumerate(self.waiting))
         back = [(a, w) for a, w in line if w.told is not None and w.told[0] < a]
         moved = {id(w) for _, w in back}

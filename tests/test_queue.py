@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import queue
 import subprocess
@@ -17,7 +19,7 @@ from conftest import TEST_KEY, run_cli
 from loopback_server import LoopbackServer
 
 from chat_ai_helper.concurrency import OriginQueue, Place, _duration
-from chat_ai_helper.errors import APIError
+from chat_ai_helper.errors import APIError, Cancelled
 from chat_ai_helper.usage import totals
 
 PATIENCE = 60.0
@@ -393,3 +395,67 @@ def test_places_stay_true_when_one_leaves_and_the_ceiling_shrinks(
         assert len(set(places.values())) == len(places), places
     asked = [r["body"]["messages"][0]["content"] for r in server.received]
     assert asked == [f"question {n}" for n in ("a", "b", "w1", "w3", "narrow")]
+
+
+def test_a_long_line_is_told_its_places_all_at_once_not_at_every_move(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("chat_ai_helper.concurrency.ANNOUNCE_SPACING", 3600.0)
+    origin = OriginQueue(1, 1)
+    told: list[tuple[int, int]] = []
+    places = [
+        Place(queued=lambda ahead, wait, n=n: told.append((n, ahead)))
+        for n in range(50)
+    ]
+    with origin.lock:
+        for place in places:
+            origin._join(place)
+            origin._announce()
+        assert told == [(n, n) for n in range(50)], "each one is told as it comes"
+        told.clear()
+        for _ in range(10):
+            origin.waiting.pop(0)
+            origin._announce()
+        assert told == [] and origin.stale
+        origin.announced = (-math.inf, 0.0)
+        origin._announce()
+    assert sorted(told) == [(n, n - 10) for n in range(10, 50)]
+    assert not origin.stale
+
+
+def test_a_line_told_later_is_told_by_the_requests_that_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("chat_ai_helper.concurrency.ANNOUNCE_SPACING", 0.5)
+    origin = OriginQueue(1, 1)
+    origin.take(Place(), lambda: False)
+    told: dict[int, int] = {}
+    places = [
+        Place(queued=lambda ahead, wait, n=n: told.__setitem__(n, ahead))
+        for n in range(5)
+    ]
+    left = threading.Event()
+
+    def wait_in_line(place: Place) -> None:
+        with contextlib.suppress(Cancelled):
+            origin.take(place, left.is_set)
+
+    threads = [
+        threading.Thread(target=wait_in_line, args=(place,), daemon=True)
+        for place in places
+    ]
+    for thread in threads:
+        thread.start()
+        deadline = time.monotonic() + PATIENCE
+        while len(told) < threads.index(thread) + 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert told == {n: n for n in range(5)}
+    origin.leave(places[0])
+    deadline = time.monotonic() + PATIENCE
+    while told != {0: 0, 1: 0, 2: 1, 3: 2, 4: 3} and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert told == {0: 0, 1: 0, 2: 1, 3: 2, 4: 3}
+    left.set()
+    origin.wake()
+    for thread in threads[1:]:
+        thread.join(PATIENCE)
