@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -397,16 +398,22 @@ def test_places_stay_true_when_one_leaves_and_the_ceiling_shrinks(
     assert asked == [f"question {n}" for n in ("a", "b", "w1", "w3", "narrow")]
 
 
+def places_noted(count: int, note: Callable[[int, int], None]) -> list[Place]:
+    """Return COUNT places; the Nth calls NOTE with N and each place it is told."""
+
+    def noting(n: int) -> Callable[[int, float | None], None]:
+        return lambda ahead, wait: note(n, ahead)
+
+    return [Place(queued=noting(n)) for n in range(count)]
+
+
 def test_a_long_line_is_told_its_places_all_at_once_not_at_every_move(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("chat_ai_helper.concurrency.ANNOUNCE_SPACING", 3600.0)
     origin = OriginQueue(1, 1)
     told: list[tuple[int, int]] = []
-    places = [
-        Place(queued=lambda ahead, wait, n=n: told.append((n, ahead)))
-        for n in range(50)
-    ]
+    places = places_noted(50, lambda n, ahead: told.append((n, ahead)))
     with origin.lock:
         for place in places:
             origin._join(place)
@@ -430,10 +437,7 @@ def test_a_line_told_later_is_told_by_the_requests_that_wait(
     origin = OriginQueue(1, 1)
     origin.take(Place(), lambda: False)
     told: dict[int, int] = {}
-    places = [
-        Place(queued=lambda ahead, wait, n=n: told.__setitem__(n, ahead))
-        for n in range(5)
-    ]
+    places = places_noted(5, told.__setitem__)
     left = threading.Event()
 
     def wait_in_line(place: Place) -> None:
