@@ -258,6 +258,7 @@ class Client:
         while True:
             last = attempt >= request.max_retries
             crowded = turn.take() > 1
+            turns = turn.queue.turns
             if cancel.is_set:
                 raise Cancelled("cancelled")
             status: int | None = None
@@ -281,7 +282,9 @@ class Client:
                 cancel.watch(response)
                 turn.queue.read_limits(response.headers)
                 status = response.status_code
-                shared = status == 429 and crowded
+                shared = status == 429 and (
+                    crowded or turn.queue.turns != turns or turn.queue.running > 1
+                )
                 if status not in RETRY_STATUSES or (last and not shared):
                     yield response
                     return

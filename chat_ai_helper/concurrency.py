@@ -91,6 +91,7 @@ class OriginQueue:
     stopped: APIError | None = None
     waiting: list[_Waiter] = field(default_factory=list)
     lock: threading.Condition = field(default_factory=threading.Condition)
+    turns: int = 0
     announced: tuple[float, float] = (-math.inf, 0.0)
     stale: bool = False
 
@@ -120,6 +121,7 @@ class OriginQueue:
                         raise _stopped_error(self.stopped)
                     if not self.waiting and self._open(time.monotonic()):
                         self.running += 1
+                        self.turns += 1
                         place.taken()
                         return self.running
                     waiter = self._join(place)
@@ -133,6 +135,7 @@ class OriginQueue:
                     if self.waiting[0] is waiter and self._open(now):
                         self.waiting.pop(0)
                         self.running += 1
+                        self.turns += 1
                         place.started()
                         place.taken()
                         self._announce()
