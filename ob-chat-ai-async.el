@@ -659,14 +659,15 @@ in the middle of changing the buffer, and holds positions in it.")
 
 (defun ob-chat-ai--job-finish (job event)
   "End JOB with its final EVENT: put the finished reply through Babel.
-While a chat-ai block is being run, wait until it has been; a job
-that was dropped has nothing to put, and ends at once.  Replies that
-end together wait in `ob-chat-ai--ended' and go in one at a time."
+While a chat-ai block is being run or a tool's question is asked,
+wait until that is over; a job that was dropped has nothing to put,
+and ends at once.  Replies that end together wait in
+`ob-chat-ai--ended' and go in one at a time."
   (cond
    ((ob-chat-ai--job-dropped job) (ob-chat-ai--job-end job event))
    ;; Many replies ending at once are put in place one at a time, in
    ;; the order they came, with a pause between them for timers and keys.
-   ((or ob-chat-ai--executing ob-chat-ai--ended
+   ((or (ob-chat-ai--replies-wait-p) ob-chat-ai--ended
         (< (float-time) (+ ob-chat-ai--last-end ob-chat-ai--end-spacing)))
     (setq ob-chat-ai--ended (nconc ob-chat-ai--ended (list (cons job event))))
     (ob-chat-ai--schedule-ended))
@@ -681,13 +682,20 @@ end together wait in `ob-chat-ai--ended' and go in one at a time."
   "Arrange for the next waiting finished reply to be put in place soon."
   (unless ob-chat-ai--ended-timer
     (setq ob-chat-ai--ended-timer
-          (run-at-time (if ob-chat-ai--executing 0.05 ob-chat-ai--end-spacing) nil
-                       #'ob-chat-ai--put-ended))))
+          (run-at-time (if (ob-chat-ai--replies-wait-p) 0.05 ob-chat-ai--end-spacing)
+                       nil #'ob-chat-ai--put-ended))))
+
+(defun ob-chat-ai--replies-wait-p ()
+  "Return non-nil when a finished reply must wait to be put in place.
+It must while a chat-ai block is being run, and while a tool's
+question is asked: putting a reply in would change the buffer under
+the question, and Babel's messages would hide it."
+  (or ob-chat-ai--executing ob-chat-ai-tools--asking))
 
 (defun ob-chat-ai--put-ended ()
-  "Put the first waiting finished reply in place, unless a block is being run."
+  "Put the first waiting finished reply in place, unless it must wait still."
   (setq ob-chat-ai--ended-timer nil)
-  (if ob-chat-ai--executing
+  (if (ob-chat-ai--replies-wait-p)
       (ob-chat-ai--schedule-ended)
     (let ((next (pop ob-chat-ai--ended)))
       (unwind-protect
