@@ -704,41 +704,53 @@ A reply that asks to run the block's tools goes on in another round."
     (ob-chat-ai--job-done job event)))
 
 (defun ob-chat-ai--job-done (job event)
-  "End JOB with its final EVENT: put the finished reply through Babel."
+  "End JOB with its final EVENT: put the finished reply through Babel.
+Should that fail, the echo area says why, and the job ends all the
+same: its preview goes, and the blocks waiting for it go on."
   (setq ob-chat-ai--jobs (delq job ob-chat-ai--jobs))
-  (ob-chat-ai--count-end event)
-  (unless (ob-chat-ai--job-dropped job)
-    (let* ((texts (ob-chat-ai--choice-texts (ob-chat-ai--job-deltas job)
-                                            (ob-chat-ai--job-params job)))
-           (params (ob-chat-ai--job-params job))
-           (unsent (ob-chat-ai--job-unsent-p job event))
-           (echo (if unsent
-                     "chat-ai: cancelled before it was sent; the block's result is unchanged"
-                   (ob-chat-ai-reply-echo event))))
-      (cond
-       ((equal (alist-get 'kind event) "invalid"))
-       (unsent)
-       ((ob-chat-ai--job-block-live-p job)
-        (ob-chat-ai--job-insert
-         job
-         (ob-chat-ai--reply-text
-          texts event params
-          (let ((converter (ob-chat-ai--job-converter job)))
-            (and converter (ob-chat-ai-convert-level converter)))
-          (ob-chat-ai--choice-thinking (ob-chat-ai--job-thoughts job))
-          (ob-chat-ai--job-tools job))
-         (ob-chat-ai-reply-complete-p texts event))
-        (when (or (ob-chat-ai--job-tools job)
-                  (and (ob-chat-ai--job-thoughts job)
-                       (ob-chat-ai-reply-shows-reasoning-p params)))
-          (ob-chat-ai--fold-reasoning (ob-chat-ai--job-block job)))))
-      (ob-chat-ai--echo "%s" (or echo
-                        (format "chat-ai: answered in %.1fs"
-                                (- (float-time) (ob-chat-ai--job-started job)))))))
-  (ob-chat-ai--job-forget job)
-  (unless ob-chat-ai--jobs
-    (ob-chat-ai--show-summary))
-  (run-hooks 'ob-chat-ai--after-job-hook))
+  (let ((failure nil))
+    (unwind-protect
+        (unless (ob-chat-ai--job-dropped job)
+          (let* ((texts (ob-chat-ai--choice-texts (ob-chat-ai--job-deltas job)
+                                                  (ob-chat-ai--job-params job)))
+                 (params (ob-chat-ai--job-params job))
+                 (unsent (ob-chat-ai--job-unsent-p job event))
+                 (echo (if unsent
+                           "chat-ai: cancelled before it was sent; the block's result is unchanged"
+                         (ob-chat-ai-reply-echo event))))
+            (condition-case err
+                (cond
+                 ((equal (alist-get 'kind event) "invalid"))
+                 (unsent)
+                 ((ob-chat-ai--job-block-live-p job)
+                  (ob-chat-ai--job-insert
+                   job
+                   (ob-chat-ai--reply-text
+                    texts event params
+                    (let ((converter (ob-chat-ai--job-converter job)))
+                      (and converter (ob-chat-ai-convert-level converter)))
+                    (ob-chat-ai--choice-thinking (ob-chat-ai--job-thoughts job))
+                    (ob-chat-ai--job-tools job))
+                   (ob-chat-ai-reply-complete-p texts event))
+                  (when (or (ob-chat-ai--job-tools job)
+                            (and (ob-chat-ai--job-thoughts job)
+                                 (ob-chat-ai-reply-shows-reasoning-p params)))
+                    (ob-chat-ai--fold-reasoning (ob-chat-ai--job-block job)))))
+              (error (setq failure (error-message-string err))))
+            (ob-chat-ai--echo
+             "%s" (cond
+                   (failure (format "chat-ai: the reply could not be put in its block: %s"
+                                    failure))
+                   (echo)
+                   (t (format "chat-ai: answered in %.1fs"
+                              (- (float-time) (ob-chat-ai--job-started job))))))))
+      (ob-chat-ai--count-end (cond (failure '((type . "error")))
+                                   ((ob-chat-ai--job-dropped job) '((kind . "cancelled")))
+                                   (t event)))
+      (ob-chat-ai--job-forget job)
+      (unless ob-chat-ai--jobs
+        (ob-chat-ai--show-summary))
+      (run-hooks 'ob-chat-ai--after-job-hook))))
 
 (defun ob-chat-ai--count-end (event)
   "Count the end of a job with final EVENT in the current run."

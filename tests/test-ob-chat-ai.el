@@ -2004,6 +2004,25 @@ answer
     (should (= 1 (length seen)))
     (should (string-suffix-p "#+RESULTS:\n: abcdef\n" (car seen)))))
 
+;; The buffer made read-only while the reply streams: the reply cannot go in.
+(ert-deftest ob-chat-ai-test-reply-that-cannot-go-in-still-ends-its-job ()
+  (let ((text "#+begin_src chat-ai :model held :session s\none\n#+end_src\n
+#+begin_src chat-ai :model m :session s\ntwo\n#+end_src\n"))
+    (ob-chat-ai-test-async text
+      (ob-chat-ai-test-execute "chat-ai")
+      (ob-chat-ai-test-execute "^two")
+      (ob-chat-ai-test-wait-for ": chat-ai: waiting for the earlier blocks of session s")
+      (setq buffer-read-only t)
+      (ob-chat-ai-test-release)
+      (should (= 2 (length (ob-chat-ai-test-received 2))))
+      (ob-chat-ai-test-idle)
+      (setq buffer-read-only nil)
+      (should (equal (ob-chat-ai-test-shown) text))
+      (let ((messages (ob-chat-ai-test-messages)))
+        (should (string-search "chat-ai: the reply could not be put in its block: Buffer is read-only"
+                               messages))
+        (should-not (string-search "Error running timer" messages))))))
+
 (ert-deftest ob-chat-ai-test-invalid-request-leaves-the-buffer-untouched ()
   (dolist (header '(":temperature 9" ":n 0" ":stop '(a b c d e)"))
     (ob-chat-ai-test-async (format "#+begin_src chat-ai :model slow %s\nhi\n#+end_src\n" header)
