@@ -188,15 +188,43 @@ buffer, point or narrowing changes."
                           (= (ob-chat-ai--job-block job) location)))
                    ob-chat-ai--jobs))))
 
-(defun ob-chat-ai--drop-block-job ()
+(defvar ob-chat-ai--executing nil
+  "Non-nil while Babel runs a chat-ai block, which may wait for the helper.
+A reply that comes meanwhile is put in its block afterwards: Babel is
+in the middle of changing the buffer, and holds positions in it.")
+
+(defvar ob-chat-ai--dropped-jobs nil
+  "The jobs of blocks run again, whose requests are still to be cancelled.")
+
+(defun ob-chat-ai--drop-block-job (&optional later)
   "Cancel the request still running for the block Babel is running, if any.
-Its reply is dropped: the block is being run again.  Return non-nil
-when there was one."
+Its reply is dropped: the block is being run again.  With LATER, the
+request is cancelled once no chat-ai block is being run, with those
+of the other blocks run again meanwhile (see
+`ob-chat-ai--cancel-dropped').  Return non-nil when there was one."
   (let ((job (ob-chat-ai--block-job)))
     (when job
       (setf (ob-chat-ai--job-dropped job) t)
-      (ob-chat-ai-process-cancel (ob-chat-ai--job-request job))
+      (cond
+       ((not later) (ob-chat-ai-process-cancel (ob-chat-ai--job-request job)))
+       (ob-chat-ai--dropped-jobs (push job ob-chat-ai--dropped-jobs))
+       (t (push job ob-chat-ai--dropped-jobs)
+          (run-at-time 0 nil #'ob-chat-ai--cancel-dropped)))
       t)))
+
+(defun ob-chat-ai--cancel-dropped ()
+  "Cancel the requests of the blocks run again, those still in the queue first.
+A running request cancelled gives its turn to the next in line: were
+that the request of another block run again, it would be sent for
+nothing.  While a chat-ai block is being run (`org-babel-execute-buffer'
+runs one after the other), wait: it may run one more again."
+  (if ob-chat-ai--executing
+      (run-at-time 0.05 nil #'ob-chat-ai--cancel-dropped)
+    (let ((jobs (reverse ob-chat-ai--dropped-jobs)))
+      (setq ob-chat-ai--dropped-jobs nil)
+      (dolist (job (append (seq-filter #'ob-chat-ai--job-queued jobs)
+                           (seq-remove #'ob-chat-ai--job-queued jobs)))
+        (ob-chat-ai-process-cancel (ob-chat-ai--job-request job))))))
 
 (defun ob-chat-ai--start-job (envelope body params model &optional again)
   "Send ENVELOPE for the block with BODY and PARAMS; return a placeholder.
@@ -651,11 +679,6 @@ next line."
                  (and (eq (org-element-type element) 'src-block)
                       (equal (org-element-property :language element) "chat-ai")
                       (= (org-element-property :post-affiliated element) block)))))))))
-
-(defvar ob-chat-ai--executing nil
-  "Non-nil while Babel runs a chat-ai block, which may wait for the helper.
-A reply that comes meanwhile is put in its block afterwards: Babel is
-in the middle of changing the buffer, and holds positions in it.")
 
 (defun ob-chat-ai--job-finish (job event)
   "End JOB with its final EVENT: put the finished reply through Babel.

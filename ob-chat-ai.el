@@ -199,7 +199,7 @@ for the block is cancelled first."
                   (ob-chat-ai--check-request envelope)
                   (ob-chat-ai--start-job envelope body params
                                          (ob-chat-ai--model envelope)
-                                         (ob-chat-ai--drop-block-job)))
+                                         (ob-chat-ai--drop-block-job t)))
               (unless (seq-intersection '("silent" "none")
                                         (cdr (assq :result-params params)))
                 (ob-chat-ai--drop-block-job))
