@@ -258,6 +258,12 @@ block was cancelled for this one."
             (append global-mode-string '((:eval (ob-chat-ai--mode-line))))))
     placeholder))
 
+(defun ob-chat-ai--placeholder-goes-in-p (params)
+  "Return non-nil when Babel inserts the placeholder of a block with PARAMS.
+It does with :cache yes, and when PARAMS have no :result-params to
+tell it otherwise; the placeholder is then taken back."
+  (or (null (cdr (assq :result-params params))) (ob-chat-ai--yes-p params :cache)))
+
 (defun ob-chat-ai--keep-out-placeholder (params)
   "Keep Babel from inserting a block's placeholder; return PARAMS for its job.
 Babel puts what a block returns in place by the :result-params it
@@ -267,7 +273,7 @@ the text instead.  The job keeps a copy without them, for the
 reply.  With :cache yes the placeholder goes in, to be taken back:
 the hash Babel writes with it is the reply's."
   (let ((result-params (cdr (assq :result-params params))))
-    (if (or (null result-params) (ob-chat-ai--yes-p params :cache))
+    (if (ob-chat-ai--placeholder-goes-in-p params)
         params
       (prog1 (cons (cons :result-params (copy-sequence result-params))
                    (assq-delete-all :result-params (copy-sequence params)))
@@ -418,9 +424,9 @@ runs `org-babel-after-execute-hook' for it."
 
 (defun ob-chat-ai--take-back-placeholder (job again)
   "Show JOB's preview once Babel is done with its placeholder.
-Only with :cache yes has Babel inserted it (see
-`ob-chat-ai--keep-out-placeholder'): it is taken back, and the hash
-Babel gave the block is kept for the finished reply.  The echo
+Only when `ob-chat-ai--placeholder-goes-in-p' says so has Babel
+inserted it: it is taken back, and the hash Babel gave the block
+is kept for the finished reply.  The echo
 area then says that the reply is awaited, and AGAIN that an earlier
 request was cancelled."
   (let ((shown (lambda ()
@@ -429,7 +435,7 @@ request was cancelled."
                                    (if again
                                        " (the earlier request of this block is cancelled)"
                                      "")))))
-    (if (not (ob-chat-ai--yes-p (ob-chat-ai--job-params job) :cache))
+    (if (not (ob-chat-ai--placeholder-goes-in-p (ob-chat-ai--job-params job)))
         (ob-chat-ai--after-babel shown t)
       (ob-chat-ai--take-back-result
        (lambda ()

@@ -2004,6 +2004,21 @@ answer
     (should (= 1 (length seen)))
     (should (string-suffix-p "#+RESULTS:\n: abcdef\n" (car seen)))))
 
+;; Babel's defaults with no :results give a block no :result-params.
+(ert-deftest ob-chat-ai-test-no-results-default-keeps-the-placeholder-out ()
+  (let ((org-babel-default-header-args
+         (assq-delete-all :results (copy-sequence org-babel-default-header-args)))
+        (text "#+begin_src chat-ai :model held\nabc\ndef\n#+end_src\n\nAfter.\n"))
+    (ob-chat-ai-test-async text
+      (buffer-enable-undo)
+      (ob-chat-ai-test-execute "chat-ai")
+      (ob-chat-ai-test-wait-for "\n: abc")
+      (should (equal (buffer-string) text))
+      (should-not (string-search "waiting for" (format "%S" buffer-undo-list)))
+      (ob-chat-ai-test-release)
+      (should (equal (ob-chat-ai-test-idle)
+                     "#+begin_src chat-ai :model held\nabc\ndef\n#+end_src\n\n#+RESULTS:\n: abc\n: def\n\nAfter.\n")))))
+
 ;; The buffer made read-only while the reply streams: the reply cannot go in.
 (ert-deftest ob-chat-ai-test-reply-that-cannot-go-in-still-ends-its-job ()
   (let ((text "#+begin_src chat-ai :model held :session s\none\n#+end_src\n
