@@ -968,6 +968,9 @@ is the server running?"))))
                 (substring-no-properties text 0 (string-search "  [" text)))))
     (should (equal (preview '("def\ngh" "abc\n")) "\n: abc\n: def\n: gh"))
     (should (equal (preview '("one\n")) "\n: one\n: "))
+    ;; More has come than shows: other choices (:n), a line not yet
+    ;; converted (:format org).  Nothing was cut.
+    (should (equal (preview '("one\n") :chars 40) "\n: one\n: "))
     (should (equal (preview nil) "\n: chat-ai: waiting for m..."))
     (should (equal (preview nil :thought 1234 :chars 0) "\n: chat-ai: thinking… 1,234 chars"))
     (should (equal (preview (list (make-string 450 ?x)))
