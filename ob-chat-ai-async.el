@@ -103,7 +103,7 @@ whose text is needed at once always wait: during export, for
   "The blocks whose replies are on their way, the newest first.")
 
 (defvar ob-chat-ai--after-job-hook nil
-  "Functions run with no arguments after a job has ended and its reply is in.")
+  "Functions run with the job, after it has ended and its reply is in.")
 
 (defun ob-chat-ai--job-block-p (position)
   "Return non-nil when the block at POSITION of this buffer has a running job."
@@ -781,7 +781,7 @@ same: its preview goes, and the blocks waiting for it go on."
       (ob-chat-ai--job-forget job)
       (unless ob-chat-ai--jobs
         (ob-chat-ai--show-summary))
-      (run-hooks 'ob-chat-ai--after-job-hook))))
+      (run-hook-with-args 'ob-chat-ai--after-job-hook job))))
 
 (defun ob-chat-ai--count-end (event)
   "Count the end of a job with final EVENT in the current run."

@@ -798,7 +798,15 @@ the result they had."
   "Return the placeholder of a block that waits for the earlier ones of SESSION."
   (ob-chat-ai-reply-placeholder (format "the earlier blocks of session %s" session)))
 
-(defun ob-chat-ai--start-waiting ()
+(defun ob-chat-ai--start-waiting (job)
+  "Run each waiting block whose session has no earlier block left to wait for.
+A block that cannot run gets an error line saying why.  Only the end
+of JOB of a :session can let one go on: after another, the sessions,
+which takes parsing the whole buffer, are not looked at."
+  (when (ob-chat-ai-messages-session (ob-chat-ai--job-params job))
+    (ob-chat-ai--start-waiting-blocks)))
+
+(defun ob-chat-ai--start-waiting-blocks ()
   "Run each waiting block whose session has no earlier block left to wait for.
 A block that cannot run gets an error line saying why."
   (dolist (marker (reverse ob-chat-ai--waiting))

@@ -2360,6 +2360,30 @@ second
                              (ob-chat-ai-test-idle)))
     (should (= 1 (length (ob-chat-ai-test-received 1))))))
 
+;; Reading the sessions of a document parses all of it; a reply without
+;; a :session cannot let a waiting block go on, and must not make it.
+(ert-deftest ob-chat-ai-test-replies-outside-sessions-do-not-read-the-sessions-again ()
+  (ob-chat-ai-test-async
+      (concat "#+begin_src chat-ai :model held :session s\nfirst\n#+end_src\n\n"
+              "#+begin_src chat-ai :model m :session s\nsecond\n#+end_src\n\n"
+              (mapconcat (lambda (i) (format "#+begin_src chat-ai :model m\nq%d\n#+end_src\n" i))
+                         (number-sequence 1 10) "\n"))
+    (org-babel-execute-buffer)
+    (should (string-search ": chat-ai: waiting for the earlier blocks of session s..."
+                           (ob-chat-ai-test-shown)))
+    (let ((reads 0))
+      (let ((count (lambda (&rest _) (cl-incf reads))))
+        (advice-add 'ob-chat-ai-messages--read-blocks :before count)
+        (unwind-protect
+            (ob-chat-ai-test-wait
+             (lambda () (string-search "q10\n#+end_src\n\n#+RESULTS:\n: q10\n" (buffer-string))))
+          (advice-remove 'ob-chat-ai-messages--read-blocks count)))
+      (should (= reads 0)))
+    (ob-chat-ai-test-release)
+    (should (string-search "second\n#+end_src\n\n#+RESULTS:\n: second\n" (ob-chat-ai-test-idle)))
+    (should (equal (ob-chat-ai-test-messages-sent (nth 11 (ob-chat-ai-test-received 12)))
+                   '(("user" "first") ("assistant" "first") ("user" "second"))))))
+
 (ert-deftest ob-chat-ai-test-header-arg-values-complete-as-babel-expects ()
   (ob-chat-ai-test-with-org "#+begin_src chat-ai\nhi\n#+end_src\n"
     (let* ((offered nil)
