@@ -259,9 +259,9 @@ block was cancelled for this one."
     placeholder))
 
 (defun ob-chat-ai--placeholder-goes-in-p (params)
-  "Return non-nil when Babel inserts the placeholder of a block with PARAMS.
-It does with :cache yes, and when PARAMS have no :result-params to
-tell it otherwise; the placeholder is then taken back."
+  "Return non-nil when Babel is to put in the placeholder of a block with PARAMS.
+That is with :cache yes, and when PARAMS have no :result-params to
+tell Babel otherwise; the placeholder is then taken back."
   (or (null (cdr (assq :result-params params))) (ob-chat-ai--yes-p params :cache)))
 
 (defun ob-chat-ai--keep-out-placeholder (params)
