@@ -99,6 +99,9 @@ whose text is needed at once always wait: during export, for
 (defvar ob-chat-ai--run nil
   "The counts of the jobs started since none was running.")
 
+(defvar ob-chat-ai--run-goes-on nil
+  "Non-nil while a job that ended lets others start, which belong to its run.")
+
 (defvar ob-chat-ai--jobs nil
   "The blocks whose replies are on their way, the newest first.")
 
@@ -244,7 +247,7 @@ block was cancelled for this one."
                :converter (and (ob-chat-ai--org-format-p params)
                                (ob-chat-ai-convert-create (ob-chat-ai--heading-level))))))
     (ob-chat-ai--job-send job)
-    (unless (and ob-chat-ai--jobs ob-chat-ai--run)
+    (unless (and (or ob-chat-ai--jobs ob-chat-ai--run-goes-on) ob-chat-ai--run)
       (setq ob-chat-ai--run (ob-chat-ai--run-create)))
     (cl-incf (ob-chat-ai--run-started ob-chat-ai--run))
     (push job ob-chat-ai--jobs)
@@ -779,9 +782,10 @@ same: its preview goes, and the blocks waiting for it go on."
                                    ((ob-chat-ai--job-dropped job) '((kind . "cancelled")))
                                    (t event)))
       (ob-chat-ai--job-forget job)
+      (let ((ob-chat-ai--run-goes-on t))
+        (run-hook-with-args 'ob-chat-ai--after-job-hook job))
       (unless ob-chat-ai--jobs
-        (ob-chat-ai--show-summary))
-      (run-hook-with-args 'ob-chat-ai--after-job-hook job))))
+        (ob-chat-ai--show-summary)))))
 
 (defun ob-chat-ai--count-end (event)
   "Count the end of a job with final EVENT in the current run."

@@ -209,6 +209,14 @@ four
       (should (string-search "second\n#+end_src\n\n#+RESULTS:\n: second\n"
                              (ob-chat-ai-test-idle))))))
 
+(ert-deftest ob-chat-ai-test-summary-waits-for-the-blocks-waiting-for-their-session ()
+  (ob-chat-ai-test-async ob-chat-ai-test-session-of-three
+    (org-babel-execute-buffer)
+    (should (string-suffix-p "three\n#+end_src\n\n#+RESULTS:\n: three\n" (ob-chat-ai-test-idle)))
+    (should (equal (ob-chat-ai-progress-summary) "3 answered, 0 failed, 0 retried after 429"))
+    (should (string-search "chat-ai: 3 answered, 0 failed, 0 retried after 429\n"
+                           (ob-chat-ai-test-messages)))))
+
 (defconst ob-chat-ai-test-queue-held
   (replace-regexp-in-string ":model hang" ":model held" ob-chat-ai-test-queue-document)
   "The three blocks, the first held by the server until the test releases it.")
