@@ -730,7 +730,8 @@ it says the block is may be out of date when a reply came meanwhile."
 (defun ob-chat-ai--wait-for-session (params)
   "Return a placeholder when the block with PARAMS must wait for its session.
 It must while an earlier block of its :session waits for its reply;
-it is then run again when that reply is in."
+it is then run again when that reply is in.  A request of its own
+still running is dropped, as when it is sent again at once."
   (let* ((session (ob-chat-ai-messages-session params))
          (here (ob-chat-ai--block-start)))
     (when (and session
@@ -738,6 +739,7 @@ it is then run again when that reply is in."
                          (ob-chat-ai-messages-session-blocks session here)))
       (let ((marker (copy-marker here t))
             (placeholder (ob-chat-ai--session-placeholder session)))
+        (ob-chat-ai--drop-block-job t)
         (setq ob-chat-ai--waiting
               (cons marker
                     (seq-remove (lambda (other)

@@ -2384,6 +2384,27 @@ second
     (should (equal (ob-chat-ai-test-messages-sent (nth 11 (ob-chat-ai-test-received 12)))
                    '(("user" "first") ("assistant" "first") ("user" "second"))))))
 
+(ert-deftest ob-chat-ai-test-block-run-again-to-wait-for-its-session-drops-its-request ()
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model held :session s
+first
+#+end_src
+
+#+begin_src chat-ai :model held :session s :results append
+second
+#+end_src
+"
+    (ob-chat-ai-test-execute "^second")
+    (ob-chat-ai-test-received 1)
+    (ob-chat-ai-test-execute "^first")
+    (ob-chat-ai-test-received 2)
+    (ob-chat-ai-test-execute "^second")
+    (should (string-search ": chat-ai: waiting for the earlier blocks of session s..."
+                           (ob-chat-ai-test-shown)))
+    (ob-chat-ai-test-release)
+    (should (string-suffix-p "second\n#+end_src\n\n#+RESULTS:\n: second\n" (ob-chat-ai-test-idle)))
+    (should (equal (ob-chat-ai-test-messages-sent (nth 2 (ob-chat-ai-test-received 3)))
+                   '(("user" "first") ("assistant" "first") ("user" "second"))))))
+
 (ert-deftest ob-chat-ai-test-header-arg-values-complete-as-babel-expects ()
   (ob-chat-ai-test-with-org "#+begin_src chat-ai\nhi\n#+end_src\n"
     (let* ((offered nil)
