@@ -208,6 +208,8 @@ of the other blocks run again meanwhile (see
   (let ((job (ob-chat-ai--block-job)))
     (when job
       (setf (ob-chat-ai--job-dropped job) t)
+      (when (ob-chat-ai--job-overlay job)
+        (delete-overlay (ob-chat-ai--job-overlay job)))
       (cond
        ((not later) (ob-chat-ai-process-cancel (ob-chat-ai--job-request job)))
        (ob-chat-ai--dropped-jobs (push job ob-chat-ai--dropped-jobs))
@@ -574,11 +576,12 @@ later round."
   "Show the text of JOB so far under its block, without changing the buffer.
 The text is an overlay's: it is not saved, read or undone.  Long
 replies show their end, and long lines are broken.  Where the block
-ends is read again only when the buffer has changed since."
+ends is read again only when the buffer has changed since.  A job
+dropped, its block run again, shows nothing."
   (setf (ob-chat-ai--job-shown-at job) (float-time)
         (ob-chat-ai--job-stale job) nil)
   (let ((buffer (ob-chat-ai--job-buffer job)))
-    (when buffer
+    (when (and buffer (not (ob-chat-ai--job-dropped job)))
       (with-current-buffer buffer
         (let ((overlay (ob-chat-ai--job-overlay job))
               (tick (buffer-chars-modified-tick)))
