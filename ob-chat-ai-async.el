@@ -201,13 +201,15 @@ in the middle of changing the buffer, and holds positions in it.")
 
 (defun ob-chat-ai--drop-block-job (&optional later)
   "Cancel the request still running for the block Babel is running, if any.
-Its reply is dropped: the block is being run again.  With LATER, the
+Its reply is dropped: the block is being run again, and the job no
+longer counts among those running.  With LATER, the
 request is cancelled once no chat-ai block is being run, with those
 of the other blocks run again meanwhile (see
 `ob-chat-ai--cancel-dropped').  Return non-nil when there was one."
   (let ((job (ob-chat-ai--block-job)))
     (when job
-      (setf (ob-chat-ai--job-dropped job) t)
+      (setf (ob-chat-ai--job-dropped job) t
+            ob-chat-ai--jobs (delq job ob-chat-ai--jobs))
       (when (ob-chat-ai--job-overlay job)
         (delete-overlay (ob-chat-ai--job-overlay job)))
       (cond
