@@ -99,11 +99,14 @@ whose text is needed at once always wait: during export, for
 (defvar ob-chat-ai--run nil
   "The counts of the jobs started since none was running.")
 
+(defvar ob-chat-ai--run-goes-on nil
+  "Non-nil while a job that ended lets others start, which belong to its run.")
+
 (defvar ob-chat-ai--jobs nil
   "The blocks whose replies are on their way, the newest first.")
 
 (defvar ob-chat-ai--after-job-hook nil
-  "Functions run with no arguments after a job has ended and its reply is in.")
+  "Functions run with the job, after it has ended and its reply is in.")
 
 (defun ob-chat-ai--job-block-p (position)
   "Return non-nil when the block at POSITION of this buffer has a running job."
@@ -188,15 +191,47 @@ buffer, point or narrowing changes."
                           (= (ob-chat-ai--job-block job) location)))
                    ob-chat-ai--jobs))))
 
-(defun ob-chat-ai--drop-block-job ()
+(defvar ob-chat-ai--executing nil
+  "Non-nil while Babel runs a chat-ai block, which may wait for the helper.
+A reply that comes meanwhile is put in its block afterwards: Babel is
+in the middle of changing the buffer, and holds positions in it.")
+
+(defvar ob-chat-ai--dropped-jobs nil
+  "The jobs of blocks run again, whose requests are still to be cancelled.")
+
+(defun ob-chat-ai--drop-block-job (&optional later)
   "Cancel the request still running for the block Babel is running, if any.
-Its reply is dropped: the block is being run again.  Return non-nil
-when there was one."
+Its reply is dropped: the block is being run again, and the job no
+longer counts among those running.  With LATER, the
+request is cancelled once no chat-ai block is being run, with those
+of the other blocks run again meanwhile (see
+`ob-chat-ai--cancel-dropped').  Return non-nil when there was one."
   (let ((job (ob-chat-ai--block-job)))
     (when job
-      (setf (ob-chat-ai--job-dropped job) t)
-      (ob-chat-ai-process-cancel (ob-chat-ai--job-request job))
+      (setf (ob-chat-ai--job-dropped job) t
+            ob-chat-ai--jobs (delq job ob-chat-ai--jobs))
+      (when (ob-chat-ai--job-overlay job)
+        (delete-overlay (ob-chat-ai--job-overlay job)))
+      (cond
+       ((not later) (ob-chat-ai-process-cancel (ob-chat-ai--job-request job)))
+       (ob-chat-ai--dropped-jobs (push job ob-chat-ai--dropped-jobs))
+       (t (push job ob-chat-ai--dropped-jobs)
+          (run-at-time 0 nil #'ob-chat-ai--cancel-dropped)))
       t)))
+
+(defun ob-chat-ai--cancel-dropped ()
+  "Cancel the requests of the blocks run again, those still in the queue first.
+A running request cancelled gives its turn to the next in line: were
+that the request of another block run again, it would be sent for
+nothing.  While a chat-ai block is being run (`org-babel-execute-buffer'
+runs one after the other), wait: it may run one more again."
+  (if ob-chat-ai--executing
+      (run-at-time 0.05 nil #'ob-chat-ai--cancel-dropped)
+    (let ((jobs (reverse ob-chat-ai--dropped-jobs)))
+      (setq ob-chat-ai--dropped-jobs nil)
+      (dolist (job (append (seq-filter #'ob-chat-ai--job-queued jobs)
+                           (seq-remove #'ob-chat-ai--job-queued jobs)))
+        (ob-chat-ai-process-cancel (ob-chat-ai--job-request job))))))
 
 (defun ob-chat-ai--start-job (envelope body params model &optional again)
   "Send ENVELOPE for the block with BODY and PARAMS; return a placeholder.
@@ -216,7 +251,7 @@ block was cancelled for this one."
                :converter (and (ob-chat-ai--org-format-p params)
                                (ob-chat-ai-convert-create (ob-chat-ai--heading-level))))))
     (ob-chat-ai--job-send job)
-    (unless (and ob-chat-ai--jobs ob-chat-ai--run)
+    (unless (and (or ob-chat-ai--jobs ob-chat-ai--run-goes-on) ob-chat-ai--run)
       (setq ob-chat-ai--run (ob-chat-ai--run-create)))
     (cl-incf (ob-chat-ai--run-started ob-chat-ai--run))
     (push job ob-chat-ai--jobs)
@@ -230,6 +265,12 @@ block was cancelled for this one."
             (append global-mode-string '((:eval (ob-chat-ai--mode-line))))))
     placeholder))
 
+(defun ob-chat-ai--placeholder-goes-in-p (params)
+  "Return non-nil when Babel is to put in the placeholder of a block with PARAMS.
+That is with :cache yes, and when PARAMS have no :result-params to
+tell Babel otherwise; the placeholder is then taken back."
+  (or (null (cdr (assq :result-params params))) (ob-chat-ai--yes-p params :cache)))
+
 (defun ob-chat-ai--keep-out-placeholder (params)
   "Keep Babel from inserting a block's placeholder; return PARAMS for its job.
 Babel puts what a block returns in place by the :result-params it
@@ -239,7 +280,7 @@ the text instead.  The job keeps a copy without them, for the
 reply.  With :cache yes the placeholder goes in, to be taken back:
 the hash Babel writes with it is the reply's."
   (let ((result-params (cdr (assq :result-params params))))
-    (if (or (null result-params) (ob-chat-ai--yes-p params :cache))
+    (if (ob-chat-ai--placeholder-goes-in-p params)
         params
       (prog1 (cons (cons :result-params (copy-sequence result-params))
                    (assq-delete-all :result-params (copy-sequence params)))
@@ -390,9 +431,9 @@ runs `org-babel-after-execute-hook' for it."
 
 (defun ob-chat-ai--take-back-placeholder (job again)
   "Show JOB's preview once Babel is done with its placeholder.
-Only with :cache yes has Babel inserted it (see
-`ob-chat-ai--keep-out-placeholder'): it is taken back, and the hash
-Babel gave the block is kept for the finished reply.  The echo
+Only when `ob-chat-ai--placeholder-goes-in-p' says so has Babel
+inserted it: it is taken back, and the hash Babel gave the block
+is kept for the finished reply.  The echo
 area then says that the reply is awaited, and AGAIN that an earlier
 request was cancelled."
   (let ((shown (lambda ()
@@ -401,7 +442,7 @@ request was cancelled."
                                    (if again
                                        " (the earlier request of this block is cancelled)"
                                      "")))))
-    (if (not (ob-chat-ai--yes-p (ob-chat-ai--job-params job) :cache))
+    (if (not (ob-chat-ai--placeholder-goes-in-p (ob-chat-ai--job-params job)))
         (ob-chat-ai--after-babel shown t)
       (ob-chat-ai--take-back-result
        (lambda ()
@@ -537,11 +578,12 @@ later round."
   "Show the text of JOB so far under its block, without changing the buffer.
 The text is an overlay's: it is not saved, read or undone.  Long
 replies show their end, and long lines are broken.  Where the block
-ends is read again only when the buffer has changed since."
+ends is read again only when the buffer has changed since.  A job
+dropped, its block run again, shows nothing."
   (setf (ob-chat-ai--job-shown-at job) (float-time)
         (ob-chat-ai--job-stale job) nil)
   (let ((buffer (ob-chat-ai--job-buffer job)))
-    (when buffer
+    (when (and buffer (not (ob-chat-ai--job-dropped job)))
       (with-current-buffer buffer
         (let ((overlay (ob-chat-ai--job-overlay job))
               (tick (buffer-chars-modified-tick)))
@@ -599,12 +641,14 @@ It shows the last `ob-chat-ai--preview-limit' characters, after a
 kept for that, so that drawing it makes one string, not one per line."
   (with-current-buffer (get-buffer-create " *chat-ai preview*")
     (erase-buffer)
-    (cl-loop for piece in (ob-chat-ai--job-shown job)
-             while (< (buffer-size) ob-chat-ai--preview-limit)
-             do (goto-char (point-min)) (insert piece))
-    (when (> (buffer-size) ob-chat-ai--preview-limit)
-      (delete-region (point-min) (- (point-max) ob-chat-ai--preview-limit)))
-    (let ((cut (> (ob-chat-ai--job-chars job) (buffer-size))))
+    (let ((left (ob-chat-ai--job-shown job))
+          (cut nil))
+      (while (and left (< (buffer-size) ob-chat-ai--preview-limit))
+        (goto-char (point-min))
+        (insert (pop left)))
+      (when (or left (> (buffer-size) ob-chat-ai--preview-limit))
+        (setq cut t)
+        (delete-region (point-min) (- (point-max) ob-chat-ai--preview-limit)))
       (if (= (buffer-size) 0)
           (insert (if (> (ob-chat-ai--job-thought job) 0)
                       (ob-chat-ai-reply-thinking (ob-chat-ai--job-thought job))
@@ -651,11 +695,6 @@ next line."
                  (and (eq (org-element-type element) 'src-block)
                       (equal (org-element-property :language element) "chat-ai")
                       (= (org-element-property :post-affiliated element) block)))))))))
-
-(defvar ob-chat-ai--executing nil
-  "Non-nil while Babel runs a chat-ai block, which may wait for the helper.
-A reply that comes meanwhile is put in its block afterwards: Babel is
-in the middle of changing the buffer, and holds positions in it.")
 
 (defun ob-chat-ai--job-finish (job event)
   "End JOB with its final EVENT: put the finished reply through Babel.
@@ -712,41 +751,54 @@ A reply that asks to run the block's tools goes on in another round."
     (ob-chat-ai--job-done job event)))
 
 (defun ob-chat-ai--job-done (job event)
-  "End JOB with its final EVENT: put the finished reply through Babel."
+  "End JOB with its final EVENT: put the finished reply through Babel.
+Should that fail, the echo area says why, and the job ends all the
+same: its preview goes, and the blocks waiting for it go on."
   (setq ob-chat-ai--jobs (delq job ob-chat-ai--jobs))
-  (ob-chat-ai--count-end event)
-  (unless (ob-chat-ai--job-dropped job)
-    (let* ((texts (ob-chat-ai--choice-texts (ob-chat-ai--job-deltas job)
-                                            (ob-chat-ai--job-params job)))
-           (params (ob-chat-ai--job-params job))
-           (unsent (ob-chat-ai--job-unsent-p job event))
-           (echo (if unsent
-                     "chat-ai: cancelled before it was sent; the block's result is unchanged"
-                   (ob-chat-ai-reply-echo event))))
-      (cond
-       ((equal (alist-get 'kind event) "invalid"))
-       (unsent)
-       ((ob-chat-ai--job-block-live-p job)
-        (ob-chat-ai--job-insert
-         job
-         (ob-chat-ai--reply-text
-          texts event params
-          (let ((converter (ob-chat-ai--job-converter job)))
-            (and converter (ob-chat-ai-convert-level converter)))
-          (ob-chat-ai--choice-thinking (ob-chat-ai--job-thoughts job))
-          (ob-chat-ai--job-tools job))
-         (ob-chat-ai-reply-complete-p texts event))
-        (when (or (ob-chat-ai--job-tools job)
-                  (and (ob-chat-ai--job-thoughts job)
-                       (ob-chat-ai-reply-shows-reasoning-p params)))
-          (ob-chat-ai--fold-reasoning (ob-chat-ai--job-block job)))))
-      (ob-chat-ai--echo "%s" (or echo
-                        (format "chat-ai: answered in %.1fs"
-                                (- (float-time) (ob-chat-ai--job-started job)))))))
-  (ob-chat-ai--job-forget job)
-  (unless ob-chat-ai--jobs
-    (ob-chat-ai--show-summary))
-  (run-hooks 'ob-chat-ai--after-job-hook))
+  (let ((failure nil))
+    (unwind-protect
+        (unless (ob-chat-ai--job-dropped job)
+          (let* ((texts (ob-chat-ai--choice-texts (ob-chat-ai--job-deltas job)
+                                                  (ob-chat-ai--job-params job)))
+                 (params (ob-chat-ai--job-params job))
+                 (unsent (ob-chat-ai--job-unsent-p job event))
+                 (echo (if unsent
+                           "chat-ai: cancelled before it was sent; the block's result is unchanged"
+                         (ob-chat-ai-reply-echo event))))
+            (condition-case err
+                (cond
+                 ((equal (alist-get 'kind event) "invalid"))
+                 (unsent)
+                 ((ob-chat-ai--job-block-live-p job)
+                  (ob-chat-ai--job-insert
+                   job
+                   (ob-chat-ai--reply-text
+                    texts event params
+                    (let ((converter (ob-chat-ai--job-converter job)))
+                      (and converter (ob-chat-ai-convert-level converter)))
+                    (ob-chat-ai--choice-thinking (ob-chat-ai--job-thoughts job))
+                    (ob-chat-ai--job-tools job))
+                   (ob-chat-ai-reply-complete-p texts event))
+                  (when (or (ob-chat-ai--job-tools job)
+                            (and (ob-chat-ai--job-thoughts job)
+                                 (ob-chat-ai-reply-shows-reasoning-p params)))
+                    (ob-chat-ai--fold-reasoning (ob-chat-ai--job-block job)))))
+              (error (setq failure (error-message-string err))))
+            (ob-chat-ai--echo
+             "%s" (cond
+                   (failure (format "chat-ai: the reply could not be put in its block: %s"
+                                    failure))
+                   (echo)
+                   (t (format "chat-ai: answered in %.1fs"
+                              (- (float-time) (ob-chat-ai--job-started job))))))))
+      (ob-chat-ai--count-end (cond (failure '((type . "error")))
+                                   ((ob-chat-ai--job-dropped job) '((kind . "cancelled")))
+                                   (t event)))
+      (ob-chat-ai--job-forget job)
+      (let ((ob-chat-ai--run-goes-on t))
+        (run-hook-with-args 'ob-chat-ai--after-job-hook job))
+      (unless ob-chat-ai--jobs
+        (ob-chat-ai--show-summary)))))
 
 (defun ob-chat-ai--count-end (event)
   "Count the end of a job with final EVENT in the current run."

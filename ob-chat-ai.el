@@ -199,7 +199,7 @@ for the block is cancelled first."
                   (ob-chat-ai--check-request envelope)
                   (ob-chat-ai--start-job envelope body params
                                          (ob-chat-ai--model envelope)
-                                         (ob-chat-ai--drop-block-job)))
+                                         (ob-chat-ai--drop-block-job t)))
               (unless (seq-intersection '("silent" "none")
                                         (cdr (assq :result-params params)))
                 (ob-chat-ai--drop-block-job))
@@ -730,7 +730,8 @@ it says the block is may be out of date when a reply came meanwhile."
 (defun ob-chat-ai--wait-for-session (params)
   "Return a placeholder when the block with PARAMS must wait for its session.
 It must while an earlier block of its :session waits for its reply;
-it is then run again when that reply is in."
+it is then run again when that reply is in.  A request of its own
+still running is dropped, as when it is sent again at once."
   (let* ((session (ob-chat-ai-messages-session params))
          (here (ob-chat-ai--block-start)))
     (when (and session
@@ -738,6 +739,7 @@ it is then run again when that reply is in."
                          (ob-chat-ai-messages-session-blocks session here)))
       (let ((marker (copy-marker here t))
             (placeholder (ob-chat-ai--session-placeholder session)))
+        (ob-chat-ai--drop-block-job t)
         (setq ob-chat-ai--waiting
               (cons marker
                     (seq-remove (lambda (other)
@@ -798,7 +800,15 @@ the result they had."
   "Return the placeholder of a block that waits for the earlier ones of SESSION."
   (ob-chat-ai-reply-placeholder (format "the earlier blocks of session %s" session)))
 
-(defun ob-chat-ai--start-waiting ()
+(defun ob-chat-ai--start-waiting (job)
+  "Run each waiting block whose session has no earlier block left to wait for.
+A block that cannot run gets an error line saying why.  Only the end
+of JOB of a :session can let one go on: after another, the sessions,
+which takes parsing the whole buffer, are not looked at."
+  (when (ob-chat-ai-messages-session (ob-chat-ai--job-params job))
+    (ob-chat-ai--start-waiting-blocks)))
+
+(defun ob-chat-ai--start-waiting-blocks ()
   "Run each waiting block whose session has no earlier block left to wait for.
 A block that cannot run gets an error line saying why."
   (dolist (marker (reverse ob-chat-ai--waiting))

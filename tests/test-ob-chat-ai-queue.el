@@ -209,6 +209,34 @@ four
       (should (string-search "second\n#+end_src\n\n#+RESULTS:\n: second\n"
                              (ob-chat-ai-test-idle))))))
 
+(ert-deftest ob-chat-ai-test-summary-waits-for-the-blocks-waiting-for-their-session ()
+  (ob-chat-ai-test-async ob-chat-ai-test-session-of-three
+    (org-babel-execute-buffer)
+    (should (string-suffix-p "three\n#+end_src\n\n#+RESULTS:\n: three\n" (ob-chat-ai-test-idle)))
+    (should (equal (ob-chat-ai-progress-summary) "3 answered, 0 failed, 0 retried after 429"))
+    (should (string-search "chat-ai: 3 answered, 0 failed, 0 retried after 429\n"
+                           (ob-chat-ai-test-messages)))))
+
+(defconst ob-chat-ai-test-queue-held
+  (replace-regexp-in-string ":model hang" ":model held" ob-chat-ai-test-queue-document)
+  "The three blocks, the first held by the server until the test releases it.")
+
+(ert-deftest ob-chat-ai-test-run-again-sends-no-request-it-replaces ()
+  (ob-chat-ai-test-async ob-chat-ai-test-queue-held
+    (ob-chat-ai-test-queue-start "Running" "Waiting" "Waiting too")
+    (ob-chat-ai-test-wait-for "third\n#+end_src\n: chat-ai: queued, 1 ahead")
+    (org-babel-execute-buffer)
+    ;; The earlier requests are cancelled once the blocks have all run.
+    (ob-chat-ai-test-wait (lambda () (= 3 (length (ob-chat-ai-process-open-requests)))))
+    (ob-chat-ai-test-release)
+    (let ((text (ob-chat-ai-test-idle)))
+      (dolist (prompt '("first" "second" "third"))
+        (should (string-search (format "%s\n#+end_src\n\n#+RESULTS:\n: %s\n" prompt prompt)
+                               text))))
+    (should (equal (ob-chat-ai-test-queue-contents) '("first" "first" "second" "third")))
+    (should (equal (ob-chat-ai-progress-summary)
+                   "3 answered, 0 failed, 0 retried after 429, 3 cancelled"))))
+
 (provide 'test-ob-chat-ai-queue)
 
 ;;; test-ob-chat-ai-queue.el ends here

@@ -968,6 +968,9 @@ is the server running?"))))
                 (substring-no-properties text 0 (string-search "  [" text)))))
     (should (equal (preview '("def\ngh" "abc\n")) "\n: abc\n: def\n: gh"))
     (should (equal (preview '("one\n")) "\n: one\n: "))
+    ;; More has come than shows: other choices (:n), a line not yet
+    ;; converted (:format org).  Nothing was cut.
+    (should (equal (preview '("one\n") :chars 40) "\n: one\n: "))
     (should (equal (preview nil) "\n: chat-ai: waiting for m..."))
     (should (equal (preview nil :thought 1234 :chars 0) "\n: chat-ai: thinking… 1,234 chars"))
     (should (equal (preview (list (make-string 450 ?x)))
@@ -2004,6 +2007,40 @@ answer
     (should (= 1 (length seen)))
     (should (string-suffix-p "#+RESULTS:\n: abcdef\n" (car seen)))))
 
+;; Babel's defaults with no :results give a block no :result-params.
+(ert-deftest ob-chat-ai-test-no-results-default-keeps-the-placeholder-out ()
+  (let ((org-babel-default-header-args
+         (assq-delete-all :results (copy-sequence org-babel-default-header-args)))
+        (text "#+begin_src chat-ai :model held\nabc\ndef\n#+end_src\n\nAfter.\n"))
+    (ob-chat-ai-test-async text
+      (buffer-enable-undo)
+      (ob-chat-ai-test-execute "chat-ai")
+      (ob-chat-ai-test-wait-for "\n: abc")
+      (should (equal (buffer-string) text))
+      (should-not (string-search "waiting for" (format "%S" buffer-undo-list)))
+      (ob-chat-ai-test-release)
+      (should (equal (ob-chat-ai-test-idle)
+                     "#+begin_src chat-ai :model held\nabc\ndef\n#+end_src\n\n#+RESULTS:\n: abc\n: def\n\nAfter.\n")))))
+
+;; The buffer made read-only while the reply streams: the reply cannot go in.
+(ert-deftest ob-chat-ai-test-reply-that-cannot-go-in-still-ends-its-job ()
+  (let ((text "#+begin_src chat-ai :model held :session s\none\n#+end_src\n
+#+begin_src chat-ai :model m :session s\ntwo\n#+end_src\n"))
+    (ob-chat-ai-test-async text
+      (ob-chat-ai-test-execute "chat-ai")
+      (ob-chat-ai-test-execute "^two")
+      (ob-chat-ai-test-wait-for ": chat-ai: waiting for the earlier blocks of session s")
+      (setq buffer-read-only t)
+      (ob-chat-ai-test-release)
+      (should (= 2 (length (ob-chat-ai-test-received 2))))
+      (ob-chat-ai-test-idle)
+      (setq buffer-read-only nil)
+      (should (equal (ob-chat-ai-test-shown) text))
+      (let ((messages (ob-chat-ai-test-messages)))
+        (should (string-search "chat-ai: the reply could not be put in its block: Buffer is read-only"
+                               messages))
+        (should-not (string-search "Error running timer" messages))))))
+
 (ert-deftest ob-chat-ai-test-invalid-request-leaves-the-buffer-untouched ()
   (dolist (header '(":temperature 9" ":n 0" ":stop '(a b c d e)"))
     (ob-chat-ai-test-async (format "#+begin_src chat-ai :model slow %s\nhi\n#+end_src\n" header)
@@ -2322,6 +2359,51 @@ second
     (should (string-suffix-p "second\n#+end_src\n\n#+RESULTS:\n: an earlier answer\n"
                              (ob-chat-ai-test-idle)))
     (should (= 1 (length (ob-chat-ai-test-received 1))))))
+
+;; Reading the sessions of a document parses all of it; a reply without
+;; a :session cannot let a waiting block go on, and must not make it.
+(ert-deftest ob-chat-ai-test-replies-outside-sessions-do-not-read-the-sessions-again ()
+  (ob-chat-ai-test-async
+      (concat "#+begin_src chat-ai :model held :session s\nfirst\n#+end_src\n\n"
+              "#+begin_src chat-ai :model m :session s\nsecond\n#+end_src\n\n"
+              (mapconcat (lambda (i) (format "#+begin_src chat-ai :model m\nq%d\n#+end_src\n" i))
+                         (number-sequence 1 10) "\n"))
+    (org-babel-execute-buffer)
+    (should (string-search ": chat-ai: waiting for the earlier blocks of session s..."
+                           (ob-chat-ai-test-shown)))
+    (let ((reads 0))
+      (let ((count (lambda (&rest _) (cl-incf reads))))
+        (advice-add 'ob-chat-ai-messages--read-blocks :before count)
+        (unwind-protect
+            (ob-chat-ai-test-wait
+             (lambda () (string-search "q10\n#+end_src\n\n#+RESULTS:\n: q10\n" (buffer-string))))
+          (advice-remove 'ob-chat-ai-messages--read-blocks count)))
+      (should (= reads 0)))
+    (ob-chat-ai-test-release)
+    (should (string-search "second\n#+end_src\n\n#+RESULTS:\n: second\n" (ob-chat-ai-test-idle)))
+    (should (equal (ob-chat-ai-test-messages-sent (nth 11 (ob-chat-ai-test-received 12)))
+                   '(("user" "first") ("assistant" "first") ("user" "second"))))))
+
+(ert-deftest ob-chat-ai-test-block-run-again-to-wait-for-its-session-drops-its-request ()
+  (ob-chat-ai-test-async "#+begin_src chat-ai :model held :session s
+first
+#+end_src
+
+#+begin_src chat-ai :model held :session s :results append
+second
+#+end_src
+"
+    (ob-chat-ai-test-execute "^second")
+    (ob-chat-ai-test-received 1)
+    (ob-chat-ai-test-execute "^first")
+    (ob-chat-ai-test-received 2)
+    (ob-chat-ai-test-execute "^second")
+    (should (string-search ": chat-ai: waiting for the earlier blocks of session s..."
+                           (ob-chat-ai-test-shown)))
+    (ob-chat-ai-test-release)
+    (should (string-suffix-p "second\n#+end_src\n\n#+RESULTS:\n: second\n" (ob-chat-ai-test-idle)))
+    (should (equal (ob-chat-ai-test-messages-sent (nth 2 (ob-chat-ai-test-received 3)))
+                   '(("user" "first") ("assistant" "first") ("user" "second"))))))
 
 (ert-deftest ob-chat-ai-test-header-arg-values-complete-as-babel-expects ()
   (ob-chat-ai-test-with-org "#+begin_src chat-ai\nhi\n#+end_src\n"
