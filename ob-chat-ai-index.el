@@ -89,7 +89,8 @@ the newest first.")
   (before nil :documentation "The change under way, as (BEG END DELIMITERS) before it.")
   (guarded nil :documentation "The property drawers holding header-args, as (START . END)
 markers from their heading's start to their end.")
-  (stale nil :documentation "Non-nil when the whole buffer is to be read again."))
+  (stale nil :documentation "Non-nil when the whole buffer is to be read again;
+:unannounced when it changed without modification hooks."))
 
 (defvar-local ob-chat-ai-index--state nil
   "The index of this buffer's chat-ai blocks, or nil before it is first needed.")
@@ -366,55 +367,55 @@ change what Org reads far from it, or are too long to search."
                 delimiters))
         (nreverse delimiters)))))
 
-(defun ob-chat-ai-index--live-state ()
-  "Return the index of this buffer if edits are to be noted in it, else nil.
-An indirect buffer or a clone that copied the index of another buffer
-leaves it alone: the tick of the text they share shows that buffer's
-index that its text changed."
+(defun ob-chat-ai-index--own-state ()
+  "Return the index of this buffer, or nil when it has none of its own.
+An indirect buffer or a clone may hold the index of the buffer it
+was made from, and leaves it alone: that buffer's index sees from
+its tick that the text they share changed."
   (let ((state ob-chat-ai-index--state))
-    (and state
-         (eq (ob-chat-ai-index--state-buffer state) (current-buffer))
-         (not (ob-chat-ai-index--state-stale state))
-         state)))
+    (and state (eq (ob-chat-ai-index--state-buffer state) (current-buffer)) state)))
 
 (defun ob-chat-ai-index--before-change (beg end)
   "Note the delimiter lines from BEG to END, which are about to change."
-  (let ((state (ob-chat-ai-index--live-state)))
-    (when state
+  (let ((state (ob-chat-ai-index--own-state)))
+    (cond
+     ((not state))
+     ((not (eql (buffer-chars-modified-tick) (ob-chat-ai-index--state-tick state)))
+      (setf (ob-chat-ai-index--state-stale state) :unannounced))
+     ((not (ob-chat-ai-index--state-stale state))
       (condition-case nil
           (save-match-data
             (save-restriction
               (widen)
-              (if (eql (buffer-chars-modified-tick) (ob-chat-ai-index--state-tick state))
-                  (setf (ob-chat-ai-index--state-before state)
-                        (list beg end (ob-chat-ai-index--delimiters beg end)))
-                (setf (ob-chat-ai-index--state-stale state) t))))
-        (error (setf (ob-chat-ai-index--state-stale state) t))))))
+              (setf (ob-chat-ai-index--state-before state)
+                    (list beg end (ob-chat-ai-index--delimiters beg end)))))
+        (error (setf (ob-chat-ai-index--state-stale state) t)))))))
 
 (defun ob-chat-ai-index--after-change (beg end old-length)
   "Note that the text from BEG to END replaced OLD-LENGTH characters.
 The change is kept for the index to read again what it touched, or
 makes the whole buffer be read again when its delimiter lines differ."
-  (let ((state (ob-chat-ai-index--live-state)))
+  (let ((state (ob-chat-ai-index--own-state)))
     (when state
-      (condition-case nil
-          (save-match-data
-            (save-restriction
-              (widen)
-              (let ((before (ob-chat-ai-index--state-before state)))
-                (setf (ob-chat-ai-index--state-before state) nil)
-                (if (not (and before (<= (nth 0 before) beg)
-                              (<= (+ beg old-length) (nth 1 before))))
-                    (setf (ob-chat-ai-index--state-stale state) t)
-                  (let* ((from (nth 0 before))
-                         (to (+ (nth 1 before) (- end beg old-length)))
-                         (old (nth 2 before))
-                         (new (ob-chat-ai-index--delimiters from to)))
-                    (if (or (eq old :upheaval) (not (equal old new)))
-                        (setf (ob-chat-ai-index--state-stale state) t)
-                      (ob-chat-ai-index--note-change state from to)))))
-              (setf (ob-chat-ai-index--state-tick state) (buffer-chars-modified-tick))))
-        (error (setf (ob-chat-ai-index--state-stale state) t))))))
+      (unless (ob-chat-ai-index--state-stale state)
+        (condition-case nil
+            (save-match-data
+              (save-restriction
+                (widen)
+                (let ((before (ob-chat-ai-index--state-before state)))
+                  (setf (ob-chat-ai-index--state-before state) nil)
+                  (if (not (and before (<= (nth 0 before) beg)
+                                (<= (+ beg old-length) (nth 1 before))))
+                      (setf (ob-chat-ai-index--state-stale state) t)
+                    (let* ((from (nth 0 before))
+                           (to (+ (nth 1 before) (- end beg old-length)))
+                           (old (nth 2 before))
+                           (new (ob-chat-ai-index--delimiters from to)))
+                      (if (or (eq old :upheaval) (not (equal old new)))
+                          (setf (ob-chat-ai-index--state-stale state) t)
+                        (ob-chat-ai-index--note-change state from to)))))))
+          (error (setf (ob-chat-ai-index--state-stale state) t))))
+      (setf (ob-chat-ai-index--state-tick state) (buffer-chars-modified-tick)))))
 
 (defun ob-chat-ai-index--note-change (state from to)
   "Note in STATE that the lines from FROM to TO changed.
@@ -528,6 +529,13 @@ The index is brought up to date with the buffer first."
   (org-with-wide-buffer
    (let ((state ob-chat-ai-index--state)
          (settings (ob-chat-ai-index--settings)))
+     (when (and state
+                (eq (ob-chat-ai-index--state-buffer state) (current-buffer))
+                (or (eq (ob-chat-ai-index--state-stale state) :unannounced)
+                    (not (eql (ob-chat-ai-index--state-tick state)
+                              (buffer-chars-modified-tick)))))
+       ;; Org's parse cache missed the change too.
+       (org-element-cache-reset))
      (unless (and state
                   (eq (ob-chat-ai-index--state-buffer state) (current-buffer))
                   (not (ob-chat-ai-index--state-stale state))
