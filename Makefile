@@ -5,7 +5,8 @@ EMACS ?= emacs
 VENV ?= .venv
 VPY := $(VENV)/bin/python
 # The package's main file first: package-lint takes the first as the package.
-EL := ob-chat-ai.el ob-chat-ai-process.el ob-chat-ai-messages.el ob-chat-ai-convert.el \
+EL := ob-chat-ai.el ob-chat-ai-process.el ob-chat-ai-messages.el ob-chat-ai-index.el \
+  ob-chat-ai-convert.el \
   ob-chat-ai-tools.el \
   ob-chat-ai-reply.el ob-chat-ai-async.el ob-chat-ai-setup.el ob-chat-ai-files.el \
   ob-chat-ai-images.el ob-chat-ai-requests.el
@@ -79,7 +80,7 @@ package-lint: system-deps
 
 ERT_FILES := tests/test-ob-chat-ai-convert.el tests/test-ob-chat-ai.el \
   tests/test-ob-chat-ai-setup.el tests/test-ob-chat-ai-files.el tests/test-ob-chat-ai-tools.el \
-  tests/test-ob-chat-ai-queue.el
+  tests/test-ob-chat-ai-queue.el tests/test-ob-chat-ai-index.el
 
 ert: venv system-deps
 	CHAT_AI_TEST_PYTHON=$(abspath $(VPY)) $(EMACS) -Q --batch -L . \

@@ -40,6 +40,7 @@
 (require 'subr-x)
 (require 'ob-chat-ai-reply)
 (require 'ob-chat-ai-files)
+(require 'ob-chat-ai-index)
 
 ;;;; Turns in a block
 
@@ -123,68 +124,92 @@ the :var header args in PARAMS."
   (ob-chat-ai-messages-turns
    (ob-chat-ai-messages-substitute body (org-babel--get-vars params))))
 
-(defvar-local ob-chat-ai-messages--index nil
-  "The chat-ai blocks of this buffer, read once for every change of it.
-It is (TICK . BLOCKS): TICK is `buffer-chars-modified-tick' when the
-buffer was read, BLOCKS a list of (START SESSION BLOCK RESULT) in
-document order, where START is where the block's #+begin_src line
-starts, SESSION the name of its :session or nil, BLOCK the parsed
-block and RESULT the parsed element of its #+RESULTS:, when that
-follows the block, else nil.")
+(defun ob-chat-ai-messages--own (entry)
+  "Return (SESSION PURE . PAIRS) for the block of index ENTRY.
+SESSION is the name of its :session or nil.  PURE is non-nil when
+what it sends depends on its own text alone: it has no :var, no
+noweb references expanded, no :image or :file, and no header arg
+that Babel evaluates as Lisp.  PAIRS are then the roles and contents
+it sends."
+  (or (ob-chat-ai-index-entry-memo entry)
+      (setf (ob-chat-ai-index-entry-memo entry)
+            (let* ((params (ob-chat-ai-index-entry-params entry))
+                   (pure (ob-chat-ai-messages--pure-p params)))
+              (cons (ob-chat-ai-messages-session params)
+                    (cons pure (and pure (ob-chat-ai-messages-turns
+                                          (ob-chat-ai-index-entry-body entry)))))))))
 
-(defun ob-chat-ai-messages--blocks ()
-  "Return the chat-ai blocks of this buffer, as in `ob-chat-ai-messages--index'.
-The buffer is parsed once, not once per block, and again only after
-it has changed."
-  (let ((tick (buffer-chars-modified-tick)))
-    (unless (eql (car ob-chat-ai-messages--index) tick)
-      (setq ob-chat-ai-messages--index (cons tick (ob-chat-ai-messages--read-blocks))))
-    (cdr ob-chat-ai-messages--index)))
+(defun ob-chat-ai-messages--pure-p (params)
+  "Return non-nil when a block with PARAMS sends its body's text alone.
+PARAMS are its header args as Babel reads them without evaluating any."
+  (not (or (assq :var params)
+           (org-babel-noweb-p params :eval)
+           (ob-chat-ai--param params :image)
+           (ob-chat-ai--param params :file)
+           (seq-some (lambda (pair)
+                       (and (stringp (cdr pair))
+                            (or (string-match-p "\\`[('`]" (cdr pair))
+                                (equal (cdr pair) "*this*"))))
+                     params))))
 
-(defun ob-chat-ai-messages--read-blocks ()
-  "Return the chat-ai blocks of the whole buffer, read from one parse of it."
-  (let ((blocks nil)
-        (previous nil))
-    (org-with-wide-buffer
-     (org-element-map (org-element-parse-buffer 'element) org-element-all-elements
-       (lambda (element)
-         (when (and previous
-                    (= (org-element-property :begin element)
-                       (org-element-property :end (nth 2 previous)))
-                    (org-element-property :results element))
-           (setf (nth 3 previous) element))
-         (setq previous nil)
-         (when (and (eq (org-element-type element) 'src-block)
-                    (equal (org-element-property :language element) "chat-ai"))
-           (setq previous (list (org-element-property :post-affiliated element)
-                                (ob-chat-ai-messages-session
-                                 (nth 2 (ob-chat-ai-messages--block-info element t)))
-                                element
-                                nil))
-           (push previous blocks))
-         nil)))
-    (nreverse blocks)))
+(defun ob-chat-ai-messages--sent (entry)
+  "Return (PARAMS . PAIRS): the header args of ENTRY's block and what it sent.
+A block whose turns depend on more than its own text is read again,
+its :var values, noweb references and files with it."
+  (let ((own (ob-chat-ai-messages--own entry)))
+    (if (cadr own)
+        (cons (ob-chat-ai-index-entry-params entry) (cddr own))
+      (save-excursion
+        (goto-char (ob-chat-ai-index-start entry))
+        (let* ((info (ob-chat-ai-index-block-info (ob-chat-ai-index-element entry)))
+               (params (nth 2 info)))
+          (cons params
+                (ob-chat-ai-messages--with-header-files
+                 (ob-chat-ai-messages-block-turns
+                  (if (org-babel-noweb-p params :eval)
+                      (org-babel-expand-noweb-references info)
+                    (nth 1 info))
+                  params)
+                 params)))))))
 
-(defun ob-chat-ai-messages--block-info (element &optional no-eval)
-  "Return Babel's information about the parsed block ELEMENT, as at point.
-NO-EVAL is as for `org-babel-get-src-block-info'."
-  (unless (org-element-property :label-fmt element)
-    ;; Without one, Org parses the buffer again at point to find the
-    ;; block's coderef format, which is then the default one.
-    (org-element-put-property element :label-fmt org-coderef-label-format))
-  (save-excursion
-    (goto-char (org-element-property :post-affiliated element))
-    (org-babel-get-src-block-info no-eval element)))
+(defun ob-chat-ai-messages--reply (entry result)
+  "Return (UNFINISHED TOOL-TURNS . ANSWER) for RESULT, of ENTRY's block.
+UNFINISHED is the line saying that the reply is not whole, or nil;
+TOOL-TURNS replay its tool calls; ANSWER is what the model said, or nil."
+  (let ((memo (ob-chat-ai-index-entry-result-memo entry)))
+    (if (equal (car memo) result)
+        (cdr memo)
+      (let ((reply (cons (ob-chat-ai-reply-unfinished result)
+                         (cons (ob-chat-ai-messages--tool-turns
+                                (ob-chat-ai-reply-tool-records result))
+                               (ob-chat-ai-reply-answer result)))))
+        (setf (ob-chat-ai-index-entry-result-memo entry) (cons result reply))
+        reply))))
+
+(defun ob-chat-ai-messages--in-session (entries session here)
+  "Return the index ENTRIES of the blocks of SESSION before HERE, in order."
+  (let ((found nil))
+    (while (and entries (< (ob-chat-ai-index-start (car entries)) here))
+      (when (equal (car (ob-chat-ai-messages--own (car entries))) session)
+        (push (car entries) found))
+      (setq entries (cdr entries)))
+    (nreverse found)))
 
 (defun ob-chat-ai-messages-session-blocks (session here)
   "Return where the chat-ai blocks of SESSION before HERE start, in order."
-  (mapcar #'car (ob-chat-ai-messages--session-entries session here)))
+  (ob-chat-ai-index-call
+   (lambda (entries)
+     (mapcar #'ob-chat-ai-index-start
+             (ob-chat-ai-messages--in-session entries session here)))))
 
-(defun ob-chat-ai-messages--session-entries (session here)
-  "Return the entries of the index for the blocks of SESSION before HERE, in order."
-  (seq-filter (lambda (entry)
-                (and (< (car entry) here) (equal (nth 1 entry) session)))
-              (ob-chat-ai-messages--blocks)))
+(defun ob-chat-ai-messages-block-session (position)
+  "Return the :session of the chat-ai block whose #+begin_src is at POSITION.
+Return nil when it has none, or when no chat-ai block starts there."
+  (ob-chat-ai-index-call
+   (lambda (entries)
+     (let ((entry (seq-find (lambda (entry) (= (ob-chat-ai-index-start entry) position))
+                            entries)))
+       (and entry (car (ob-chat-ai-messages--own entry)))))))
 
 (defun ob-chat-ai-messages-history (session here busy-p &optional lenient)
   "Return the conversation so far of SESSION, from the blocks before HERE.
@@ -198,46 +223,38 @@ its position, says its reply is on its way, or its result is no
 whole reply (an error, a cancelled request, a placeholder).  Signal
 a `user-error' naming it; when LENIENT, let it contribute its turns
 alone instead, as a preview or a :cache hash may."
-  (let ((turns nil)
-        (system nil)
-        (first t))
-    (org-with-wide-buffer
-     (dolist (entry (ob-chat-ai-messages--session-entries session here))
-       (goto-char (car entry))
-       (let* ((block (car entry))
-              (info (ob-chat-ai-messages--block-info (nth 2 entry)))
-              (params (nth 2 info))
-              (where (format "The block at line %d, earlier in session %s,"
-                             (line-number-at-pos block) session))
-              (result (ob-chat-ai-messages--parsed-result entry))
-              (busy (funcall busy-p block))
-              (unfinished (and result (ob-chat-ai-reply-unfinished result))))
-         (unless lenient
-           (when busy
-             (ob-chat-ai--user-error "%s is still answering; run this block \
-when its reply is in" where))
-           (when unfinished
-             (ob-chat-ai--user-error "%s has no whole reply (%s); run it again first"
-                         where unfinished)))
-         (when first
-           (setq system (cdr (assq :system params))
-                 first nil))
-         (setq turns
-               (append turns
-                       (ob-chat-ai-messages--with-header-files
-                        (ob-chat-ai-messages-block-turns
-                         (if (org-babel-noweb-p params :eval)
-                             (org-babel-expand-noweb-references info)
-                           (nth 1 info))
-                         params)
-                        params)
-                       (and result (not busy) (not unfinished)
-                            (ob-chat-ai-messages--tool-turns
-                             (ob-chat-ai-reply-tool-records result)))
-                       (let ((answer (and result (not busy) (not unfinished)
-                                          (ob-chat-ai-reply-answer result))))
-                         (and answer (list (cons "assistant" answer)))))))))
-    (cons turns system)))
+  (ob-chat-ai-index-call
+   (lambda (entries)
+     (let ((pieces nil)
+           (system nil)
+           (first t))
+       (dolist (entry (ob-chat-ai-messages--in-session entries session here))
+         (let* ((block (ob-chat-ai-index-start entry))
+                (sent (ob-chat-ai-messages--sent entry))
+                (result (ob-chat-ai-index-result entry))
+                (busy (funcall busy-p block))
+                (reply (and result (ob-chat-ai-messages--reply entry result)))
+                (unfinished (car reply))
+                (where (lambda ()
+                         (format "The block at line %d, earlier in session %s,"
+                                 (line-number-at-pos block) session))))
+           (unless lenient
+             (when busy
+               (ob-chat-ai--user-error "%s is still answering; run this block \
+when its reply is in" (funcall where)))
+             (when unfinished
+               (ob-chat-ai--user-error "%s has no whole reply (%s); run it again first"
+                                       (funcall where) unfinished)))
+           (when first
+             (setq system (cdr (assq :system (car sent)))
+                   first nil))
+           (push (cdr sent) pieces)
+           (when (and result (not busy) (not unfinished))
+             (push (cadr reply) pieces)
+             (when (cddr reply)
+               (push (list (cons "assistant" (cddr reply))) pieces)))))
+       ;; The turns kept in the index are copied, not shared.
+       (cons (apply #'append (nreverse (cons nil pieces))) system)))))
 
 (defun ob-chat-ai-messages--with-header-files (pairs params)
   "Return PAIRS, the roles and contents of an earlier block, with its files.
@@ -288,48 +305,6 @@ message per call; such turns are (:message . MESSAGE)."
   "Return the name of the :session in PARAMS, or nil when there is none."
   (let ((session (cdr (assq :session params))))
     (and session (not (member session '("" "none"))) (format "%s" session))))
-
-(defun ob-chat-ai-messages--parsed-result (entry)
-  "Return the text of the result of the block of index ENTRY, or nil.
-The result is read from the parsed element when it follows the block,
-as Org's fixed-width lines or a drawer, else found as Babel finds it."
-  (let ((element (nth 3 entry)))
-    (pcase (and (not (org-element-property :name (nth 2 entry)))
-                (org-element-type element))
-      ('fixed-width (org-element-property :value element))
-      ('drawer (ob-chat-ai-messages--drawer-text element))
-      (_ (save-excursion
-           (goto-char (car entry))
-           (ob-chat-ai-messages--result))))))
-
-(defun ob-chat-ai-messages--drawer-text (element)
-  "Return the text in the drawer ELEMENT, its tool records first, without thinking."
-  (let ((begin (org-element-property :contents-begin element)))
-    (if begin
-        (let ((text (buffer-substring-no-properties
-                     begin (org-element-property :contents-end element))))
-          (concat (ob-chat-ai--tool-blocks text)
-                  (org-unescape-code-in-string
-                   (ob-chat-ai--without-reasoning
-                    (ob-chat-ai--without-tools text)))))
-      "")))
-
-(defun ob-chat-ai-messages--result ()
-  "Return the text of the result of the block at point, or nil when it has none."
-  (let ((where (org-babel-where-is-src-block-result)))
-    (when where
-      (save-excursion
-        (goto-char where)
-        (forward-line)
-        (let ((element (org-element-at-point)))
-          (pcase (org-element-type element)
-            ;; Babel reads "42" as a number: take the text as written.
-            ('fixed-width (org-element-property :value element))
-            ('drawer (ob-chat-ai-messages--drawer-text element))
-            (_ (let ((value (org-babel-read-result)))
-                 (and (stringp value) value)))))))))
-
-(declare-function org-unescape-code-in-string "org-src" (s))
 
 (provide 'ob-chat-ai-messages)
 

@@ -818,12 +818,7 @@ A block that cannot run gets an error line saying why."
         (with-current-buffer buffer
           (save-excursion
             (goto-char marker)
-            (let* ((element (org-element-at-point))
-                   (session (and (eq (org-element-type element) 'src-block)
-                                 (= (org-element-property :post-affiliated element)
-                                    marker)
-                                 (ob-chat-ai-messages-session
-                                  (nth 2 (org-babel-get-src-block-info 'no-eval))))))
+            (let ((session (ob-chat-ai-messages-block-session marker)))
               (cond
                ((not session)
                 (setq ob-chat-ai--waiting (delq marker ob-chat-ai--waiting))

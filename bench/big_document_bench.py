@@ -26,11 +26,13 @@ real batch Emacs for each case, all in the same run:
 4. One block at the end of a 10 MB Org file streaming a reply of 5,000
    deltas, against the same block alone in a small file: timer lateness.
 
-Prints Org tables with the ratios; nothing here is pass/fail.
+Prints Org tables with the ratios; nothing here is pass/fail.  ``--only
+CASE`` (``stream``, ``busy``, ``start`` or ``big``) runs one case alone.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -277,15 +279,25 @@ def big_file(server: CountingServer) -> None:
     )
 
 
+CASES = {
+    "stream": many_blocks,
+    "busy": busy_server,
+    "start": start_cost,
+    "big": big_file,
+}
+
+
 def main() -> None:
-    """Measure and print the tables."""
+    """Measure and print the tables, of every case or of the one asked for."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=CASES, help="run this case alone")
+    only = parser.parse_args().only
     os.environ.setdefault("CHAT_AI_TEST_DELAY", "0.05")
     server = CountingServer()
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    many_blocks(server)
-    busy_server(server)
-    start_cost(server)
-    big_file(server)
+    for name, case in CASES.items():
+        if only in (None, name):
+            case(server)
     server.shutdown()
 
 
