@@ -139,6 +139,7 @@ class OriginQueue:
                         place.started()
                         place.taken()
                         self._announce()
+                        self.lock.notify_all()
                         return self.running
                     if now - waiter.told_at >= place.heartbeat:
                         waiter.told = None
