@@ -214,9 +214,9 @@ of the other blocks run again meanwhile (see
         (delete-overlay (ob-chat-ai--job-overlay job)))
       (cond
        ((not later) (ob-chat-ai-process-cancel (ob-chat-ai--job-request job)))
-       (ob-chat-ai--dropped-jobs (push job ob-chat-ai--dropped-jobs))
-       (t (push job ob-chat-ai--dropped-jobs)
-          (run-at-time 0 nil #'ob-chat-ai--cancel-dropped)))
+       (t (unless ob-chat-ai--dropped-jobs
+            (run-at-time 0 nil #'ob-chat-ai--cancel-dropped))
+          (push job ob-chat-ai--dropped-jobs)))
       t)))
 
 (defun ob-chat-ai--cancel-dropped ()

@@ -803,8 +803,8 @@ the result they had."
 (defun ob-chat-ai--start-waiting (job)
   "Run each waiting block whose session has no earlier block left to wait for.
 A block that cannot run gets an error line saying why.  Only the end
-of JOB of a :session can let one go on: after another, the sessions,
-which takes parsing the whole buffer, are not looked at."
+of JOB of a :session can let one go on: after another, the waiting
+blocks are not looked at."
   (when (ob-chat-ai-messages-session (ob-chat-ai--job-params job))
     (ob-chat-ai--start-waiting-blocks)))
 
